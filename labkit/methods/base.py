@@ -1,0 +1,84 @@
+"""The method contract shared by every method (see DESIGN.md, "Method contract").
+
+A method wires a model (backbone + heads), a loss and a decoder together with
+the paper's default hyperparameters.  Subclasses set ``key``, ``Params`` (a
+dataclass of defaults) and implement :meth:`heads`, :meth:`loss` and
+:meth:`decode`.
+
+Model outputs are a ``dict[str, Tensor]`` of full-resolution maps
+``[B, C, H, W]``, one entry per head named in :meth:`heads`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from labkit.errors import LabkitError
+
+Batch = dict[str, torch.Tensor]
+Outputs = dict[str, torch.Tensor]
+Prediction = dict[str, torch.Tensor]
+
+
+class Method:
+    """Base class: paper defaults + model factory + loss + decoder.
+
+    ``task`` is ``"semantic"`` for per-pixel classification and ``"instance"``
+    for methods whose :meth:`decode` returns instance predictions.
+    """
+
+    key: ClassVar[str]
+    task: ClassVar[str] = "instance"
+    Params: ClassVar[type]
+
+    def __init__(self, **overrides: Any) -> None:
+        names = {f.name for f in dataclasses.fields(self.Params)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise LabkitError(
+                f"unknown parameter(s) {unknown} for method {self.key!r}; "
+                f"known: {sorted(names)}"
+            )
+        self.defaults = self.Params(**overrides)
+
+    # -- model -----------------------------------------------------------
+    def heads(self, num_classes: int) -> dict[str, int]:
+        """Output channels of each head, by name."""
+        raise NotImplementedError
+
+    def normalized_heads(self) -> tuple[str, ...]:
+        """Heads whose channel vector is L2-normalised (unit-sphere embeddings)."""
+        return ()
+
+    def build_model(
+        self,
+        in_channels: int,
+        num_classes: int,
+        backbone: str = "unet",
+        **backbone_kwargs: Any,
+    ) -> nn.Module:
+        """A backbone with this method's heads; ``model(image)`` returns a dict of maps."""
+        from labkit.models import build_model
+
+        return build_model(
+            in_channels=in_channels,
+            heads=self.heads(num_classes),
+            normalized=self.normalized_heads(),
+            backbone=backbone,
+            **backbone_kwargs,
+        )
+
+    # -- training and inference -----------------------------------------
+    def loss(self, outputs: Outputs, batch: Batch) -> dict[str, torch.Tensor]:
+        """Every loss term by name; their weighted sum under ``"loss"``."""
+        raise NotImplementedError
+
+    def decode(self, outputs: Outputs, **params: Any) -> list[Prediction]:
+        """One prediction dict per image (DESIGN.md, "Data contract")."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.defaults})"
