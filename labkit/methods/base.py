@@ -28,10 +28,12 @@ class Method:
 
     ``task`` is ``"semantic"`` for per-pixel classification and ``"instance"``
     for methods whose :meth:`decode` returns instance predictions.
+    ``trainable`` is False for baselines that need no training.
     """
 
     key: ClassVar[str]
     task: ClassVar[str] = "instance"
+    trainable: ClassVar[bool] = True
     Params: ClassVar[type]
 
     def __init__(self, **overrides: Any) -> None:
