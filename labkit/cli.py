@@ -1,0 +1,172 @@
+"""The ``labkit`` command: train, evaluate, predict, and run the notebooks.
+
+User errors (:class:`labkit.errors.LabkitError`) print one line, ``labkit: error: …``,
+and exit with status 2; anything else is a bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from labkit.errors import LabkitError
+
+log = logging.getLogger("labkit")
+
+
+def _parse_value(text: str) -> Any:
+    """``--set`` values: int, float, bool, None, or the string itself."""
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    result = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise LabkitError(f"--set expects KEY=VALUE, got {pair!r}")
+        result[key] = _parse_value(value)
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="labkit", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a method on a dataset")
+    p.add_argument("--method", required=True, help="method key (see `labkit methods`)")
+    p.add_argument("--data", required=True, help="instance folder DIR or synthetic:NAME[:SPLIT]")
+    p.add_argument("--out", required=True, type=Path, help="run folder (model.pt, history.json)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs (default: the method's)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the method's)")
+    p.add_argument("--crop", type=int, default=128, help="training crop size for image folders")
+    p.add_argument("--backbone", default="unet", help="unet | resnet50 | resnet101")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-resume", action="store_true", help="start afresh even if RUN_DIR has a checkpoint")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="method hyperparameters")
+
+    p = sub.add_parser("evaluate", help="evaluate a checkpoint (or an untrained baseline) on a dataset")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", type=Path, help="RUN_DIR/model.pt")
+    src.add_argument("--method", help="a method that needs no training (watershed, components)")
+    p.add_argument("--data", required=True, help="instance folder DIR or synthetic:NAME[:SPLIT] (default split: test)")
+    p.add_argument("--json", type=Path, default=None, help="write the metrics here")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="decoding parameters")
+
+    p = sub.add_parser("predict", help="write instance masks for a folder of images")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", type=Path, help="RUN_DIR/model.pt")
+    src.add_argument("--method", help="a method that needs no training (watershed, components)")
+    p.add_argument("--input", required=True, help="a folder of images (or DIR/images), or synthetic:NAME[:SPLIT]")
+    p.add_argument("--out", required=True, type=Path, help="folder for NAME.png masks + predictions.json")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="decoding parameters")
+
+    sub.add_parser("methods", help="list the available method keys")
+
+    p = sub.add_parser("notebooks", help="run the lab's notebooks headless")
+    nb_sub = p.add_subparsers(dest="notebooks_command", required=True)
+    q = nb_sub.add_parser("run", help="execute every notebook in order")
+    q.add_argument("--profile", default="fast", choices=["fast", "full"])
+    q.add_argument("--out", type=Path, default=Path("runs/latest"))
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--notebooks", type=Path, default=None, help="folder of notebooks (default: the lab's)")
+    q.add_argument("--no-html", action="store_true")
+    return parser
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from labkit import workflows
+
+    history = workflows.train_run(
+        method=args.method, data=args.data, out=args.out, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, crop=args.crop, backbone=args.backbone,
+        device=args.device, seed=args.seed, resume=not args.no_resume,
+        method_params=_overrides(args.set),
+    )
+    last = history["epochs"][-1] if history.get("epochs") else {}
+    print(f"trained {args.method} -> {args.out / 'model.pt'}  (last epoch: {last})")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from labkit import workflows
+    from labkit.evaluation import format_table
+
+    results = workflows.evaluate_run(
+        checkpoint=args.checkpoint, method=args.method, data=args.data,
+        json_path=args.json, device=args.device, decode_params=_overrides(args.set),
+    )
+    print(format_table(results))
+    if args.json:
+        print(f"wrote {args.json}")
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from labkit import workflows
+
+    written = workflows.predict_run(
+        checkpoint=args.checkpoint, method=args.method, source=args.input, out=args.out,
+        device=args.device, decode_params=_overrides(args.set),
+    )
+    print(f"wrote {written} mask(s) and predictions.json to {args.out}")
+
+
+def cmd_methods(args: argparse.Namespace) -> None:
+    from labkit import methods
+
+    for key in methods.available():
+        print(key)
+
+
+def cmd_notebooks(args: argparse.Namespace) -> None:
+    from labkit.notebook_runner import run_notebooks
+
+    summary = run_notebooks(
+        out=args.out, profile=args.profile, seed=args.seed,
+        notebook_dir=args.notebooks, html=not args.no_html,
+    )
+    for name, entry in summary["notebooks"].items():
+        print(f"{name:32s} {entry['status']:6s} {entry['seconds']:7.1f}s")
+    print(f"wrote {args.out / 'summary.json'}")
+
+
+COMMANDS = {
+    "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
+    "methods": cmd_methods, "notebooks": cmd_notebooks,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        COMMANDS[args.command](args)
+    except LabkitError as exc:
+        print(f"labkit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("labkit: interrupted (the last checkpoint is kept)", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
