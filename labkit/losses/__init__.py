@@ -1,0 +1,14 @@
+"""Losses for embedding-based instance segmentation, one module per method family.
+
+* :mod:`labkit.losses.discriminative`: De Brabandere et al. 2017 (pull / push / regularise).
+* :mod:`labkit.losses.recurrent`: Kong & Fowlkes 2018 pairwise cosine loss and
+  its accumulation over recurrent mean-shift iterates.
+* :mod:`labkit.losses.margins`: Kong & Fowlkes Sec. 3.2, how far apart N instances
+  can be placed on a sphere (choice of the margin alpha).
+"""
+from labkit.losses.discriminative import DiscriminativeLoss, discriminative_loss
+
+__all__ = [
+    "DiscriminativeLoss",
+    "discriminative_loss",
+]
