@@ -1,0 +1,74 @@
+"""A small UNet backbone for CPU training (Ronneberger et al. 2015, scaled down).
+
+Normalisation is **GroupNorm**, not BatchNorm: labkit trains with batches of
+1–8 images on CPU, where batch statistics are noisy, and GroupNorm behaves the
+same in ``train()`` and ``eval()`` mode, so a model gives the same maps during
+training, validation and inference.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from labkit.errors import LabkitError
+
+
+def _norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm with up to 8 groups (as many as divide ``channels``)."""
+    return nn.GroupNorm(math.gcd(8, channels), channels)
+
+
+class ConvBlock(nn.Sequential):
+    """Two (3x3 conv -> GroupNorm -> ReLU) layers; keeps the spatial size."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+            _norm(out_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
+            _norm(out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+
+class UNet(nn.Module):
+    """Encoder-decoder with skip connections; returns ``[B, width, H, W]`` features.
+
+    ``depth`` is the number of 2x downsamplings; level ``i`` has
+    ``width * 2**i`` channels. Inputs whose height or width is not a multiple
+    of ``2**depth`` are padded (replicating the border) and the output is
+    cropped back, so any ``H, W >= 1`` works.
+    """
+
+    def __init__(self, in_channels: int, width: int = 16, depth: int = 3) -> None:
+        super().__init__()
+        if width < 1 or depth < 1:
+            raise LabkitError(f"UNet needs width >= 1 and depth >= 1, got width={width}, depth={depth}")
+        channels = [width * 2**i for i in range(depth + 1)]
+        self.stem = ConvBlock(in_channels, channels[0])
+        self.down = nn.ModuleList(ConvBlock(channels[i], channels[i + 1]) for i in range(depth))
+        self.up = nn.ModuleList(
+            nn.ConvTranspose2d(channels[i + 1], channels[i], 2, stride=2) for i in reversed(range(depth))
+        )
+        self.fuse = nn.ModuleList(ConvBlock(2 * channels[i], channels[i]) for i in reversed(range(depth)))
+        self.depth = depth
+        self.out_channels = width
+        self.config = {"width": width, "depth": depth}
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        height, width = image.shape[-2:]
+        multiple = 2**self.depth
+        pad_h, pad_w = -height % multiple, -width % multiple
+        x = F.pad(image, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else image
+        x = self.stem(x)
+        skips = []
+        for down in self.down:
+            skips.append(x)
+            x = down(F.max_pool2d(x, 2))
+        for up, fuse, skip in zip(self.up, self.fuse, reversed(skips)):
+            x = fuse(torch.cat([up(x), skip], dim=1))
+        return x[..., :height, :width]

@@ -1,0 +1,73 @@
+"""build_model with the UNet backbone: shapes, heads, normalisation, config."""
+import pytest
+import torch
+
+from labkit.errors import LabkitError, UnknownKeyError
+from labkit.models import available_backbones, build_model
+
+
+def tiny(**kw):
+    torch.manual_seed(0)
+    return build_model(2, {"embedding": 3, "seed": 1}, normalized=("embedding",), width=4, depth=2, **kw)
+
+
+@pytest.mark.parametrize("size", [(16, 16), (17, 23), (5, 3), (1, 1)])
+def test_outputs_are_at_input_resolution_for_any_size(size):
+    out = tiny()(torch.rand(2, 2, *size))
+    assert set(out) == {"embedding", "seed"}
+    assert out["embedding"].shape == (2, 3, *size)
+    assert out["seed"].shape == (2, 1, *size)
+
+
+def test_normalized_heads_are_unit_vectors_and_others_are_not():
+    out = tiny()(torch.rand(1, 2, 12, 12) * 5)
+    torch.testing.assert_close(out["embedding"].norm(dim=1), torch.ones(1, 12, 12))
+    assert out["seed"].dtype == torch.float32
+
+
+def test_rebuild_from_config_gives_same_state_dict_keys_and_shapes():
+    model = tiny()
+    rebuilt = build_model(**model.config)
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {
+        k: v.shape for k, v in model.state_dict().items()
+    }
+    rebuilt.load_state_dict(model.state_dict())
+    image = torch.rand(1, 2, 8, 8)
+    torch.testing.assert_close(rebuilt(image)["seed"], model(image)["seed"])
+
+
+def test_config_records_defaults():
+    model = build_model(3, {"semantic": 2})
+    assert model.config == {
+        "in_channels": 3, "heads": {"semantic": 2}, "normalized": (), "backbone": "unet",
+        "width": 16, "depth": 3,
+    }
+
+
+def test_gradients_reach_the_input_layer():
+    model = tiny()
+    out = model(torch.rand(2, 2, 8, 8))
+    (out["seed"].sum() + out["embedding"][:, 0].sum()).backward()
+    assert model.backbone.stem[0].weight.grad.abs().sum() > 0
+
+
+def test_unknown_backbone_lists_choices():
+    with pytest.raises(UnknownKeyError, match="resnet50.*unet|unet.*resnet50"):
+        build_model(3, {"a": 1}, backbone="vgg")
+    assert {"unet", "resnet50", "resnet101"} <= set(available_backbones())
+
+
+@pytest.mark.parametrize(
+    "heads, normalized, kw, match",
+    [
+        ({}, (), {}, "at least one head"),
+        ({"a": 0}, (), {}, "channel"),
+        ({"a.b": 1}, (), {}, "without '.'"),
+        ({"a": 2}, ("b",), {}, "not among the heads"),
+        ({"a": 2}, (), {"widht": 8}, "widht"),
+        ({"a": 2}, (), {"depth": 0}, "depth"),
+    ],
+)
+def test_bad_arguments_raise_labkit_errors(heads, normalized, kw, match):
+    with pytest.raises(LabkitError, match=match):
+        build_model(1, heads, normalized=normalized, **kw)
