@@ -7,8 +7,24 @@
   can be placed on a sphere (choice of the margin alpha).
 """
 from labkit.losses.discriminative import DiscriminativeLoss, discriminative_loss
+from labkit.losses.recurrent import (
+    PairwiseEmbeddingLoss,
+    PixelSample,
+    RecurrentGroupingLoss,
+    pair_loss,
+    pairwise_embedding_loss,
+    recurrent_grouping_loss,
+    sample_pixels,
+)
 
 __all__ = [
     "DiscriminativeLoss",
+    "PairwiseEmbeddingLoss",
+    "PixelSample",
+    "RecurrentGroupingLoss",
     "discriminative_loss",
+    "pair_loss",
+    "pairwise_embedding_loss",
+    "recurrent_grouping_loss",
+    "sample_pixels",
 ]
