@@ -1,0 +1,193 @@
+"""Reading predictions and ground truths into numpy, and the mask overlaps every metric uses.
+
+A prediction or ground truth (DESIGN.md, "Data contract") is a dict with
+``instances`` int ``[H,W]`` (0 = none) and aligned 1-D ``ids``, ``classes``,
+``scores``; ``semantic`` ``[H,W]`` where the data or method has one.  Values
+may be numpy arrays or torch tensors (any device).  Lenient defaults keep
+hand-written ground truths short: missing ``ids`` are the ids in the map,
+missing ``classes`` are 1 and missing ``scores`` are 1.
+
+A prediction may also carry ``masks``, a boolean ``[N,H,W]`` stack aligned with
+``ids``, for proposals that overlap (pooled from several bandwidths, as the
+recurrent-embedding paper does for its recall curves).  Where present the
+ranking metrics (:mod:`~labkit.metrics.coco`, :mod:`~labkit.metrics.voc`,
+:mod:`~labkit.metrics.recall`) use it instead of the map.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from labkit.errors import DataError
+
+IGNORE_INDEX = 255
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """A numpy view of an array or (CPU/GPU, grad or not) torch tensor."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One image's prediction or ground truth, as numpy.
+
+    ``index`` maps every pixel to the position of its segment plus one
+    (0 = no segment), so that ``ids[index - 1]`` is the pixel's id.
+    """
+
+    index: np.ndarray  # int64 [H,W]
+    ids: np.ndarray  # int64 [N]
+    classes: np.ndarray  # int64 [N]
+    scores: np.ndarray  # float64 [N]
+    masks: np.ndarray | None  # bool [N,H,W], overlapping proposals, or None
+    semantic: np.ndarray | None  # int64 [H,W] or None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.index.shape)  # type: ignore[return-value]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def read_entry(item: Mapping[str, Any], where: str) -> Entry:
+    """Validate one prediction/ground-truth dict; ``where`` names it in errors."""
+    if "instances" not in item:
+        raise DataError(f"{where}: no 'instances' map (keys: {sorted(item)})")
+    inst = to_numpy(item["instances"])
+    if inst.ndim != 2:
+        raise DataError(f"{where}: 'instances' must be [H,W], got shape {inst.shape}")
+    inst = inst.astype(np.int64, copy=False)
+    if "ids" in item:
+        ids = to_numpy(item["ids"]).astype(np.int64).reshape(-1)
+    else:
+        ids = np.unique(inst)
+        ids = ids[ids > 0]
+    n = len(ids)
+    if len(np.unique(ids)) != n:
+        raise DataError(f"{where}: 'ids' has duplicates: {ids.tolist()}")
+    classes = _aligned(item, "classes", n, where, np.int64)
+    scores = _aligned(item, "scores", n, where, np.float64)
+    index = index_map(inst, ids, where)
+    masks = None
+    if item.get("masks") is not None:
+        masks = to_numpy(item["masks"]).astype(bool)
+        if masks.shape != (n, *inst.shape):
+            raise DataError(
+                f"{where}: 'masks' must be [N,H,W] = {(n, *inst.shape)}, got {masks.shape}"
+            )
+    semantic = None
+    if item.get("semantic") is not None:
+        semantic = to_numpy(item["semantic"]).astype(np.int64)
+        if semantic.shape != inst.shape:
+            raise DataError(
+                f"{where}: 'semantic' shape {semantic.shape} differs from 'instances' {inst.shape}"
+            )
+    return Entry(index, ids, classes, scores, masks, semantic)
+
+
+def _aligned(item: Mapping[str, Any], key: str, n: int, where: str, dtype: type) -> np.ndarray:
+    if item.get(key) is None:
+        return np.ones(n, dtype=dtype)
+    values = to_numpy(item[key]).astype(dtype).reshape(-1)
+    if len(values) != n:
+        raise DataError(f"{where}: {len(values)} {key} for {n} ids")
+    return values
+
+
+def index_map(instances: np.ndarray, ids: np.ndarray, where: str = "map") -> np.ndarray:
+    """Replace each id by its position in ``ids`` plus one (0 stays 0).
+
+    Raises :class:`DataError` if the map holds a positive id missing from ``ids``.
+    """
+    flat = instances.reshape(-1)
+    if len(ids) == 0:
+        if flat.any():
+            raise DataError(f"{where}: map has ids {_some(flat[flat > 0])} but 'ids' is empty")
+        return np.zeros(instances.shape, dtype=np.int64)
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    pos = np.minimum(np.searchsorted(sorted_ids, flat), len(ids) - 1)
+    found = sorted_ids[pos] == flat
+    stray = ~found & (flat > 0)
+    if stray.any():
+        raise DataError(
+            f"{where}: map has ids {_some(flat[stray])} not listed in 'ids' {ids.tolist()}"
+        )
+    index = np.where(found, order[pos] + 1, 0)
+    return index.reshape(instances.shape)
+
+
+def _some(values: np.ndarray) -> list[int]:
+    return np.unique(values)[:5].tolist()
+
+
+def read_pairs(
+    predictions: Sequence[Mapping[str, Any]], ground_truths: Sequence[Mapping[str, Any]]
+) -> list[tuple[Entry, Entry]]:
+    """Validated (prediction, ground truth) pairs, one per image."""
+    if len(predictions) != len(ground_truths):
+        raise DataError(
+            f"{len(predictions)} predictions for {len(ground_truths)} ground truths"
+        )
+    pairs = []
+    for i, (p, g) in enumerate(zip(predictions, ground_truths)):
+        pred = read_entry(p, f"prediction {i}")
+        gt = read_entry(g, f"ground truth {i}")
+        if pred.shape != gt.shape:
+            raise DataError(f"image {i}: prediction size {pred.shape} != ground truth size {gt.shape}")
+        pairs.append((pred, gt))
+    return pairs
+
+
+def contingency(a: np.ndarray, b: np.ndarray, na: int, nb: int) -> np.ndarray:
+    """Pixel counts ``[na+1, nb+1]`` of each (a, b) index pair; index 0 = no segment."""
+    joint = a.reshape(-1) * (nb + 1) + b.reshape(-1)
+    return np.bincount(joint, minlength=(na + 1) * (nb + 1)).reshape(na + 1, nb + 1)
+
+
+def safe_divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """``num / den`` with 0 where ``den`` is 0, without warnings."""
+    num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
+    out = np.zeros(np.broadcast(num, den).shape)
+    np.divide(num, den, out=out, where=den != 0)
+    return out
+
+
+def overlaps(pred: Entry, gt: Entry) -> np.ndarray:
+    """IoU ``[N_pred, N_gt]`` between predicted segments (or ``masks``) and ground truths.
+
+    From one ``bincount`` of (pred, gt) index pairs when the prediction is a
+    map, a matrix product when it is a stack of overlapping masks.
+    """
+    n, m = len(pred), len(gt)
+    if pred.masks is None:
+        table = contingency(pred.index, gt.index, n, m)
+        inter = table[1:, 1:]
+        pred_area, gt_area = table[1:].sum(1), table[:, 1:].sum(0)
+    else:
+        flat = pred.masks.reshape(n, -1).astype(np.float64)
+        onehot = np.zeros((flat.shape[1], m + 1))
+        onehot[np.arange(flat.shape[1]), gt.index.reshape(-1)] = 1
+        inter = (flat @ onehot[:, 1:]).round().astype(np.int64)
+        pred_area = pred.masks.reshape(n, -1).sum(1)
+        gt_area = np.bincount(gt.index.reshape(-1), minlength=m + 1)[1:]
+    union = pred_area[:, None] + gt_area[None, :] - inter
+    return safe_divide(inter, union)
+
+
+def segment_masks(entry: Entry) -> np.ndarray:
+    """Boolean ``[N,H,W]`` masks of an entry (its ``masks`` or the segments of its map)."""
+    if entry.masks is not None:
+        return entry.masks
+    return entry.index[None] == np.arange(1, len(entry) + 1)[:, None, None]
+
+
+def ranked(scores: np.ndarray) -> np.ndarray:
+    """Indices by descending score; ties keep their listed order."""
+    return np.argsort(-scores, kind="mergesort")
