@@ -7,6 +7,12 @@
   can be placed on a sphere (choice of the margin alpha).
 """
 from labkit.losses.discriminative import DiscriminativeLoss, discriminative_loss
+from labkit.losses.margins import (
+    max_instances_for_margin,
+    max_margin_for_instances,
+    spread_on_sphere,
+    tammes_alpha_bound,
+)
 from labkit.losses.recurrent import (
     PairwiseEmbeddingLoss,
     PixelSample,
@@ -23,8 +29,12 @@ __all__ = [
     "PixelSample",
     "RecurrentGroupingLoss",
     "discriminative_loss",
+    "max_instances_for_margin",
+    "max_margin_for_instances",
     "pair_loss",
     "pairwise_embedding_loss",
     "recurrent_grouping_loss",
     "sample_pixels",
+    "spread_on_sphere",
+    "tammes_alpha_bound",
 ]
