@@ -1,0 +1,375 @@
+"""The one training loop every method uses, with exact resume and a NaN stop.
+
+``train(method, model, train_set, out_dir=RUN_DIR)`` optimises
+``method.loss(model(batch["image"]), batch)["loss"]`` with Adam and a
+per-step learning-rate schedule (default ``"cosine"``: from ``lr`` down to 0
+over all steps; ``"poly"``: ``lr * (1 - t/T)**0.9``; ``"constant"``).
+Mixed precision (``torch.autocast`` + ``GradScaler``) runs on CUDA only.
+
+After every epoch it writes ``RUN_DIR/model.pt`` (see :mod:`labkit.checkpoint`
+for the layout) and ``RUN_DIR/history.json``, both atomically. Calling
+``train`` again on the same folder resumes from the last completed epoch
+with model, optimiser, scheduler, scaler and every random generator restored,
+so on CPU an interrupted run finishes bit-for-bit like an uninterrupted one.
+A fresh run seeds Python's, NumPy's and torch's global generators with
+``seed`` (the model is built by the caller, before ``train``).
+
+A NaN or infinite loss term stops training with
+:class:`~labkit.errors.NonFiniteLossError` naming the epoch, step and term;
+the checkpoint of the last completed epoch stays as it was.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import math
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from labkit import checkpoint as ckpt
+from labkit.data.contract import collate
+from labkit.errors import DataError, LabkitError, NonFiniteLossError
+from labkit.io import write_json
+from labkit.methods.base import Method
+
+log = logging.getLogger(__name__)
+
+SCHEDULES = ("cosine", "poly", "constant")
+HISTORY_NAME = "history.json"
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; ``"cpu"``; ``"cuda"`` / ``"cuda:N"``."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu":
+        return torch.device("cpu")
+    if device == "cuda" or device.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise LabkitError(f"device {device!r} asked for, but no CUDA GPU is available; use 'cpu' or 'auto'")
+        dev = torch.device(device)
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise LabkitError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s)")
+        return dev
+    raise LabkitError(f"unknown device {device!r}; choices: auto, cpu, cuda, cuda:N")
+
+
+def lr_factor(step: int, total: int, schedule: str) -> float:
+    """Multiplier of the base learning rate at optimiser step ``step`` of ``total``."""
+    progress = min(step / max(total, 1), 1.0)
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    if schedule == "poly":
+        return (1.0 - progress) ** 0.9
+    return 1.0
+
+
+def load_checkpoint(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[Method, nn.Module, dict[str, Any]]:
+    """``(method, model, checkpoint)`` from ``RUN_DIR/model.pt`` (or ``RUN_DIR``).
+
+    The method comes from ``labkit.methods.get(key, **params)``, the model from
+    ``build_model(**config)`` (pretrained weights are not fetched again: the
+    saved state replaces them) in ``eval()`` mode on ``device``.
+    """
+    from labkit import methods
+    from labkit.models import build_model
+
+    dev = resolve_device(device)
+    checkpoint = ckpt.read_checkpoint(path, map_location=dev)
+    method = methods.get(checkpoint["method"]["key"], **checkpoint["method"]["params"])
+    config = dict(checkpoint["model"]["config"])
+    if "weights" in config:
+        config["weights"] = None
+    model = build_model(**config)
+    model.load_state_dict(checkpoint["model"]["state"])
+    return method, model.to(dev).eval(), checkpoint
+
+
+def train(
+    method: Method,
+    model: nn.Module,
+    train_set: Any,
+    *,
+    out_dir: str | Path,
+    epochs: int = 10,
+    batch_size: int = 4,
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    schedule: str = "cosine",
+    val_set: Any = None,
+    device: str | torch.device = "auto",
+    seed: int = 0,
+    num_workers: int = 0,
+    resume: bool = True,
+    amp: bool | str = "auto",
+    progress: bool = True,
+    data_spec: str | None = None,
+    log_every: int = 50,
+) -> dict[str, Any]:
+    """Train ``model`` for ``method`` on ``train_set``; return the history.
+
+    The history is ``{"method": key, "epochs": [record, ...]}``, one record
+    per epoch: ``epoch``, the epoch mean (over samples) of every loss term by
+    name, ``val_<term>`` for each term when ``val_set`` is given, ``lr`` (of
+    the epoch's last step) and ``seconds``. It is also saved as
+    ``out_dir/history.json`` and inside the checkpoint. ``model`` is trained
+    in place and left on ``device``.
+    """
+    _check_arguments(epochs, batch_size, schedule, model)
+    _check_dataset(train_set, "training set")
+    if val_set is not None:
+        _check_dataset(val_set, "validation set")
+    dev = resolve_device(device)
+    use_amp = _resolve_amp(amp, dev)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / ckpt.CHECKPOINT_NAME
+
+    data = ckpt.data_info(train_set, data_spec)
+    if data["in_channels"] != model.config["in_channels"]:
+        raise DataError(
+            f"the training images have {data['in_channels']} channel(s) but the model "
+            f"expects {model.config['in_channels']}"
+        )
+    settings = {"batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "seed": seed, "schedule": schedule}
+
+    model.to(dev)
+    loader_generator = torch.Generator()
+    loader = _loader(train_set, batch_size, dev, num_workers, shuffle=True, generator=loader_generator)
+    val_loader = None if val_set is None else _loader(val_set, batch_size, dev, num_workers, shuffle=False)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, functools.partial(lr_factor, total=epochs * len(loader), schedule=schedule)
+    )
+    scaler = torch.amp.GradScaler(dev.type, enabled=use_amp)
+
+    history: dict[str, Any] = {"method": method.key, "epochs": []}
+    if resume and path.exists():
+        state = ckpt.read_checkpoint(path, map_location=dev)
+        _check_same_run(state, method, model, settings, path)
+        history = _restore(state, model, optimizer, scheduler, scaler, loader_generator)
+        if state["training"]["epochs"] != epochs:
+            log.warning("resuming a %d-epoch run as a %d-epoch run: the lr schedule is stretched from here",
+                        state["training"]["epochs"], epochs)
+        log.info("resuming %s from %s after epoch %d of %d", method.key, path, state["epoch"], epochs)
+    else:
+        if path.exists():
+            log.warning("resume=False: starting afresh, %s will be overwritten", path)
+        ckpt.seed_everything(seed, loader_generator)
+
+    first = len(history["epochs"]) + 1
+    if first > epochs:
+        log.info("%s already holds %d epoch(s); nothing to train", path, first - 1)
+    with tqdm(range(first, epochs + 1), desc=f"train {method.key}", disable=not progress,
+              initial=first - 1, total=epochs, unit="epoch") as epoch_bar:
+        for epoch in epoch_bar:
+            started = time.perf_counter()
+            with tqdm(loader, desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False,
+                      unit="batch") as bar:
+                terms, last_lr = _train_epoch(method, model, bar, optimizer, scheduler, scaler, dev, use_amp,
+                                              epoch, log_every)
+            record: dict[str, Any] = {"epoch": epoch, **terms}
+            if val_loader is not None:
+                val = _mean_terms(method, model, val_loader, dev, use_amp, epoch)
+                record.update({f"val_{name}": value for name, value in val.items()})
+            record.update(lr=last_lr, seconds=time.perf_counter() - started)
+            history["epochs"].append(record)
+            ckpt.save_checkpoint(path, {
+                "method": {"key": method.key, "params": dataclasses.asdict(method.defaults)},
+                "model": {"config": model.config, "state": model.state_dict()},
+                "data": data,
+                "epoch": epoch,
+                "training": {"epochs": epochs, **settings},
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
+                "rng": ckpt.capture_rng(loader_generator),
+                "history": history,
+            })
+            write_json(out_dir / HISTORY_NAME, history)
+            summary = _format_terms({k: v for k, v in record.items() if k not in ("epoch", "lr", "seconds")})
+            epoch_bar.set_postfix_str(summary)
+            log.info("%s epoch %d/%d: %s (%.1f s)", method.key, epoch, epochs, summary, record["seconds"])
+    return history
+
+
+def _restore(
+    state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
+    loader_generator: torch.Generator,
+) -> dict[str, Any]:
+    """Load every training state from checkpoint ``state``; return its history."""
+    model.load_state_dict(state["model"]["state"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if state["scaler"]:  # empty when saved without mixed precision
+        scaler.load_state_dict(state["scaler"])
+    ckpt.restore_rng(state["rng"], loader_generator)
+    return state["history"]
+
+
+def _train_epoch(
+    method: Method, model: nn.Module, bar: tqdm, optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
+    device: torch.device, use_amp: bool, epoch: int, log_every: int,
+) -> tuple[dict[str, float], float]:
+    """One pass over the batches of ``bar``; the per-sample mean of each term and the last step's lr."""
+    model.train()
+    sums: dict[str, float] = defaultdict(float)
+    count = 0
+    last_lr = optimizer.param_groups[0]["lr"]
+    for step, batch in enumerate(bar, 1):
+        batch = _to_device(batch, device)
+        with torch.autocast(device.type, enabled=use_amp):
+            outputs = model(batch["image"])
+        terms = method.loss(outputs, batch)
+        values = _finite_values(terms, method, epoch, step)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(terms["loss"]).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        last_lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        n = batch["image"].shape[0]
+        count += n
+        for name, value in values.items():
+            sums[name] += value * n
+        means = {name: total / count for name, total in sums.items()}
+        bar.set_postfix_str(_format_terms(means), refresh=False)
+        if log_every and step % log_every == 0:
+            log.info("epoch %d step %d: %s", epoch, step, _format_terms(means))
+    return {name: total / count for name, total in sums.items()}, last_lr
+
+
+@torch.no_grad()
+def _mean_terms(
+    method: Method, model: nn.Module, loader: DataLoader, device: torch.device, use_amp: bool, epoch: int
+) -> dict[str, float]:
+    """Per-sample mean of every loss term over ``loader`` with the model in eval mode."""
+    model.eval()
+    sums: dict[str, float] = defaultdict(float)
+    count = 0
+    for step, batch in enumerate(loader, 1):
+        batch = _to_device(batch, device)
+        with torch.autocast(device.type, enabled=use_amp):
+            outputs = model(batch["image"])
+        values = _finite_values(method.loss(outputs, batch), method, epoch, step, where="validation ")
+        n = batch["image"].shape[0]
+        count += n
+        for name, value in values.items():
+            sums[name] += value * n
+    return {name: total / count for name, total in sums.items()}
+
+
+def _finite_values(
+    terms: dict[str, torch.Tensor], method: Method, epoch: int, step: int, where: str = ""
+) -> dict[str, float]:
+    """Loss terms as floats; :class:`NonFiniteLossError` naming the first NaN/inf term."""
+    if "loss" not in terms:
+        raise LabkitError(f"method {method.key!r}: loss() must return the total under 'loss', got {sorted(terms)}")
+    values = {name: float(value.detach()) for name, value in terms.items()}
+    bad = [name for name, value in values.items() if not math.isfinite(value)]
+    if bad:
+        name = next((b for b in bad if b != "loss"), "loss")
+        raise NonFiniteLossError(
+            f"{method.key}: non-finite {where}loss at epoch {epoch}, step {step}: "
+            f"term {name!r} = {values[name]}; training stopped, the checkpoint of the "
+            "last completed epoch is unchanged (try a lower lr)"
+        )
+    return values
+
+
+def _format_terms(values: dict[str, float]) -> str:
+    return " ".join(f"{name}={value:.4g}" for name, value in values.items())
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {
+        key: value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
+        for key, value in batch.items()
+    }
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Seed NumPy and Python in a DataLoader worker from its torch seed."""
+    import random
+
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def _loader(
+    dataset: Any, batch_size: int, device: torch.device, num_workers: int, shuffle: bool,
+    generator: torch.Generator | None = None,
+) -> DataLoader:
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, num_workers=num_workers,
+        generator=generator, worker_init_fn=_seed_worker if num_workers else None,
+        pin_memory=device.type == "cuda",
+    )
+
+
+def _check_arguments(epochs: int, batch_size: int, schedule: str, model: nn.Module) -> None:
+    if epochs < 1:
+        raise LabkitError(f"epochs must be >= 1, got {epochs}")
+    if batch_size < 1:
+        raise LabkitError(f"batch_size must be >= 1, got {batch_size}")
+    if schedule not in SCHEDULES:
+        raise LabkitError(f"unknown schedule {schedule!r}; choices: {', '.join(SCHEDULES)}")
+    if not isinstance(getattr(model, "config", None), dict):
+        raise LabkitError("train() needs a model from labkit.models.build_model (it has a .config to rebuild it)")
+
+
+def _check_dataset(dataset: Any, what: str) -> None:
+    if len(dataset) == 0:
+        raise DataError(f"the {what} is empty (0 samples)")
+
+
+def _resolve_amp(amp: bool | str, device: torch.device) -> bool:
+    if amp == "auto":
+        return device.type == "cuda"
+    if not isinstance(amp, bool):
+        raise LabkitError(f"amp must be 'auto', True or False, got {amp!r}")
+    if amp and device.type != "cuda":
+        log.warning("mixed precision needs CUDA; training on %s in float32", device)
+        return False
+    return amp
+
+
+def _check_same_run(
+    state: dict[str, Any], method: Method, model: nn.Module, settings: dict[str, Any], path: Path
+) -> None:
+    """Refuse to resume a checkpoint of another method, model or optimiser setting."""
+    saved = {
+        "method": state["method"]["key"],
+        "method parameters": state["method"]["params"],
+        "model": state["model"]["config"],
+        **{name: state["training"][name] for name in settings},
+    }
+    current = {
+        "method": method.key,
+        "method parameters": dataclasses.asdict(method.defaults),
+        "model": model.config,
+        **settings,
+    }
+    differ = [name for name in saved if saved[name] != current[name]]
+    if differ:
+        details = "; ".join(f"{name}: checkpoint {saved[name]!r}, now {current[name]!r}" for name in differ)
+        raise LabkitError(
+            f"{path} is from a different run ({details}); pass resume=False to overwrite it "
+            "or choose another out_dir"
+        )
