@@ -72,19 +72,20 @@ def coco_mask_ap(
     class_ids = sorted({a["category_id"] for a in gt_anns + dt_anns})
     categories = [{"id": c, "name": str(c)} for c in class_ids]
     evaluator = COCOeval(_coco(images, gt_anns, categories), _coco(images, dt_anns, categories), "segm")
-    evaluator.params.maxDets = [1, 10, int(max_dets)]
+    evaluator.params.maxDets = sorted({1, 10, int(max_dets)})  # COCOeval sorts them anyway
+    m = evaluator.params.maxDets.index(int(max_dets))
     with contextlib.redirect_stdout(io.StringIO()):
         evaluator.evaluate()
         evaluator.accumulate()
-    precision = evaluator.eval["precision"]  # [T IoUs, R recalls, K classes, A areas, M maxDets]
+    precision = evaluator.eval["precision"][..., m]  # [T IoUs, R recalls, K classes, A areas]
     thresholds = evaluator.params.iouThrs
-    out: dict[str, Any] = _summary(precision[..., -1], thresholds)
+    out: dict[str, Any] = _summary(precision, thresholds)
     if per_class:
         out["per_class"] = {
-            c: {key: value for key, value in _summary(precision[:, :, [k], :, -1], thresholds).items()
+            c: {key: value for key, value in _summary(precision[:, :, k : k + 1], thresholds).items()
                 if key in ("ap", "ap50", "ap75")}
             for k, c in enumerate(class_ids)
-            if (precision[:, :, k, 0, -1] > -1).any()
+            if (precision[:, :, k, 0] > -1).any()
         }
     return out
 
