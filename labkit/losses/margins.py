@@ -49,7 +49,8 @@ def max_margin_for_instances(n: int, dim: int = 3) -> float:
     """Smallest alpha (widest margin) at which ``n`` instances fit on ``S^{dim-1}`` at zero loss.
 
     Exact for ``n <= 2 dim``; for more instances, the alpha reached by
-    :func:`spread_on_sphere` (an upper bound on the optimum).
+    :func:`spread_on_sphere` (an upper bound on the optimum; on the 2-sphere
+    within about 0.003 of the best known arrangements for ``n <= 24``).
     """
     _check_n(n)
     if dim < 1:
