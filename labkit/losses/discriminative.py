@@ -43,8 +43,6 @@ from torch import Tensor, nn
 
 from labkit.errors import DataError
 
-TERMS = ("var", "dist", "reg")
-
 
 def discriminative_loss(
     embedding: Tensor,
