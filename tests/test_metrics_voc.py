@@ -113,14 +113,17 @@ def random_scene(rng, size=24):
         truth[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = k
     ids = np.unique(truth)[1:]
     gt = {"instances": truth, "ids": ids, "classes": rng.integers(1, 3, len(ids))}
-    masks = []
-    for _ in range(rng.integers(0, 9)):  # overlapping proposals: jittered discs
+    masks, classes = [], []
+    for _ in range(rng.integers(0, 5)):  # overlapping proposals: random discs
         cy, cx, r = rng.integers(3, size - 3, 2).tolist() + [rng.integers(2, 6)]
         masks.append((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r)
-    for i in ids[rng.random(len(ids)) < 0.7]:  # and shifted copies of ground truth
-        masks.append(np.roll(truth == i, tuple(rng.integers(-1, 2, 2)), axis=(0, 1)))
+        classes.append(rng.integers(1, 3))
+    for i, c in zip(ids, gt["classes"]):  # and shifted copies of ground truth, some twice
+        for _ in range(rng.choice([0, 1, 1, 2])):
+            masks.append(np.roll(truth == i, tuple(rng.integers(-1, 2, 2)), axis=(0, 1)))
+            classes.append(c)
     n = len(masks)
-    pred = {"instances": np.zeros_like(truth), "ids": np.arange(1, n + 1), "classes": rng.integers(1, 3, n),
+    pred = {"instances": np.zeros_like(truth), "ids": np.arange(1, n + 1), "classes": np.array(classes, np.int64),
             "scores": rng.random(n), "masks": np.array(masks, bool).reshape(n, size, size)}
     return pred, gt
 
