@@ -114,12 +114,14 @@ def evaluate_predictions(
     things: Sequence[int] | None = None,
     stuff: Sequence[int] | None = None,
     task: str = "instance",
+    max_dets: int = 100,
 ) -> dict[str, Any]:
     """Every metric that applies to the data, as one JSON-ready dict (keys in the module docstring).
 
     ``class_names`` (index 0 = background) names the per-class rows; the data
     is scored class-agnostically when it has a single foreground class.
     ``things`` defaults to every class that is not background or ``stuff``.
+    ``max_dets`` is COCO's detections per image (raise it for crowded scenes).
     """
     if task not in TASKS:
         raise LabkitError(f"unknown task {task!r}; expected one of {TASKS}")
@@ -136,7 +138,9 @@ def evaluate_predictions(
     present = sorted(set(np.concatenate(gt_classes).tolist())) if gt_classes else []
     agnostic = (class_names is None or len(class_names) <= 2) and len(present) <= 1
     per_class = not agnostic
-    coco = coco_mask_ap(predictions, ground_truths, class_agnostic=agnostic, per_class=per_class)
+    coco = coco_mask_ap(
+        predictions, ground_truths, max_dets, class_agnostic=agnostic, per_class=per_class
+    )
     voc = voc_ap_r(predictions, ground_truths, class_agnostic=agnostic, per_class=per_class)
     results |= {k: v for k, v in coco.items() if k != "per_class"}
     results |= {k: v for k, v in voc.items() if k != "per_class"}
@@ -246,6 +250,7 @@ def evaluate(
     batch_size: int = 4,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    max_dets: int = 100,
     **decode_params: Any,
 ) -> dict[str, Any]:
     """:func:`predict_dataset` then :func:`evaluate_predictions` with the dataset's class lists.
@@ -263,6 +268,7 @@ def evaluate(
         things=getattr(dataset, "things", None),
         stuff=getattr(dataset, "stuff", None),
         task=method.task,
+        max_dets=max_dets,
     )
     log.info("evaluated %s on %d images", method.key, results["n_images"])
     return results
