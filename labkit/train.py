@@ -286,8 +286,8 @@ def _finite_values(
         name = next((b for b in bad if b != "loss"), "loss")
         raise NonFiniteLossError(
             f"{method.key}: non-finite {where}loss at epoch {epoch}, step {step}: "
-            f"term {name!r} = {values[name]}; training stopped, the checkpoint of the "
-            "last completed epoch is unchanged (try a lower lr)"
+            f"term {name!r} = {values[name]}; training stopped and nothing of this epoch "
+            "was saved: the checkpoint of the last completed epoch, if any, is unchanged (try a lower lr)"
         )
     return values
 
