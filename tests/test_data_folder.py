@@ -1,4 +1,6 @@
-"""The instance-folder reader on real files: PNG 8/16-bit, TIFF, JPEG, 1/3/4 channels; every bad input names its file."""
+"""The instance-folder reader on real files (PNG 8/16-bit, TIFF, JPEG, 1/3/4 channels).
+
+Every bad input raises DataError naming its file."""
 from __future__ import annotations
 
 import json
@@ -51,7 +53,8 @@ def mixed(tmp_path) -> Path:
     tifffile.imwrite(img / "e_tif16.tif", g16)
     tifffile.imwrite(msk / "e_tif16.tiff", _mask((5, 9)).astype(np.int32))
     tifffile.imwrite(
-        img / "f_rgb16.tiff", (rng.random((3, H, W)) * 60000).astype(np.uint16), photometric="rgb", planarconfig="separate"
+        img / "f_rgb16.tiff", (rng.random((3, H, W)) * 60000).astype(np.uint16),
+        photometric="rgb", planarconfig="separate",
     )
     tifffile.imwrite(msk / "f_rgb16.tif", _mask().astype(np.float32))  # integer-valued float mask is fine
     tifffile.imwrite(img / "g_float.tif", rng.random((H, W)).astype(np.float32))
@@ -117,7 +120,9 @@ def test_classes_json_forms():
     assert info.names == ["Background", "a", "b"] and info.things == [1, 2] and info.stuff == []
     info = parse_classes({"classes": ["a", "b", "c"], "things": [1], "stuff": ["b"]}, p)
     assert info.things == [1] and info.stuff == [2]
-    for bad in ({"classes": []}, {"classes": ["a"], "stuff": ["zz"]}, ["a", "a"], {"classes": ["a"], "things": [1], "stuff": [1]}):
+    bad_specs = ({"classes": []}, {"classes": ["a"], "stuff": ["zz"]}, ["a", "a"],
+                 {"classes": ["a"], "things": [1], "stuff": [1]})
+    for bad in bad_specs:
         with pytest.raises(DataError, match="classes.json"):
             parse_classes(bad, p)
 
@@ -163,8 +168,8 @@ def test_empty_and_missing_folders(tmp_path):
     (tmp_path / "flat").mkdir()
     with pytest.raises(DataError, match="unrecognised dataset layout"):
         load_dataset(tmp_path / "flat")
+    (tmp_path / "only_images" / "images").mkdir(parents=True)
     with pytest.raises(DataError, match="missing folder masks"):
-        (tmp_path / "only_images" / "images").mkdir(parents=True)
         InstanceFolder(tmp_path / "only_images")
 
 

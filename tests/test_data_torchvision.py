@@ -81,7 +81,8 @@ def sbd(tmp_path) -> Path:
     obj[obj == 255], cls[cls == 255] = 0, 0  # SBD has no void border
     Image.fromarray(np.full((H, W, 3), 30, np.uint8)).save(root / "img" / "2008_000002.jpg")
     savemat(root / "cls" / "2008_000002.mat", {"GTcls": {"Segmentation": cls, "Boundaries": np.zeros((20, 1), object)}})
-    savemat(root / "inst" / "2008_000002.mat", {"GTinst": {"Segmentation": obj, "Categories": np.array([[15], [15], [12]])}})
+    categories = np.array([[15], [15], [12]])
+    savemat(root / "inst" / "2008_000002.mat", {"GTinst": {"Segmentation": obj, "Categories": categories}})
     (root / "train.txt").write_text("2008_000002\n")
     return root
 

@@ -9,7 +9,7 @@ result against the contract.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import torch
 from torch.utils.data import Dataset
@@ -80,13 +80,3 @@ class SegmentationDataset(Dataset):
             f"{type(self).__name__}(n={len(self)}, in_channels={self.in_channels}, "
             f"classes={self.class_names})"
         )
-
-    def describe(self) -> dict[str, Any]:
-        """Class metadata as a plain dict (for run folders and notebooks)."""
-        return {
-            "class_names": list(self.class_names),
-            "things": list(self.things),
-            "stuff": list(self.stuff),
-            "in_channels": self.in_channels,
-            "num_samples": len(self),
-        }

@@ -44,7 +44,9 @@ def _class_tables() -> tuple[list[str], np.ndarray, list[int]]:
     return names, lut, things
 
 
-def convert(instance_ids: np.ndarray, label_ids: np.ndarray, lut: np.ndarray, things: list[int]) -> tuple[np.ndarray, np.ndarray]:
+def convert(
+    instance_ids: np.ndarray, label_ids: np.ndarray, lut: np.ndarray, things: list[int]
+) -> tuple[np.ndarray, np.ndarray]:
     """Contract ``(instances, semantic)`` int64 maps from Cityscapes ``instanceIds`` and ``labelIds``."""
     raw = instance_ids.astype(np.int64)
     semantic = lut[np.clip(label_ids.astype(np.int64), 0, 255)]

@@ -83,7 +83,9 @@ class InstanceFolder(SegmentationDataset):
         if semantic is not None:
             lacking = [images[s].name for s in images if s not in semantic]
             if lacking:
-                raise DataError(f"{len(lacking)} image(s) without a semantic mask in {semantic_dir}: {', '.join(lacking[:5])}")
+                raise DataError(
+                    f"{len(lacking)} image(s) without a semantic mask in {semantic_dir}: {', '.join(lacking[:5])}"
+                )
 
         info = read_classes(self.root / "classes.json")
         if semantic is None and len(info.names) > 2:

@@ -18,7 +18,9 @@ from labkit.data.synthetic.textures import add_noise, paint, random_color, textu
 THING_NAMES = ("disk", "square", "triangle", "ellipse")
 
 
-def draw_thing(rng: np.random.Generator, shape: tuple[int, int], cls: int, cy: float, cx: float, r: float) -> np.ndarray:
+def draw_thing(
+    rng: np.random.Generator, shape: tuple[int, int], cls: int, cy: float, cx: float, r: float
+) -> np.ndarray:
     """Mask of a thing of class ``cls`` (1..4) with nominal radius ``r`` (similar areas per class)."""
     theta = rng.uniform(0, np.pi)
     if cls == 1:
