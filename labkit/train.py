@@ -24,6 +24,7 @@ import dataclasses
 import functools
 import logging
 import math
+import random
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -58,7 +59,10 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if device == "cuda" or device.startswith("cuda:"):
         if not torch.cuda.is_available():
             raise LabkitError(f"device {device!r} asked for, but no CUDA GPU is available; use 'cpu' or 'auto'")
-        dev = torch.device(device)
+        try:
+            dev = torch.device(device)
+        except RuntimeError:
+            raise LabkitError(f"invalid device {device!r}; choices: auto, cpu, cuda, cuda:N") from None
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise LabkitError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s)")
         return dev
@@ -305,8 +309,6 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 def _seed_worker(worker_id: int) -> None:
     """Seed NumPy and Python in a DataLoader worker from its torch seed."""
-    import random
-
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)

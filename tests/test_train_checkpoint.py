@@ -89,6 +89,16 @@ def test_interrupted_run_resumes_bit_for_bit(tmp_path):
     assert without_seconds(resumed_history) == without_seconds(straight_history)
 
 
+def test_extending_a_finished_constant_lr_run_equals_training_longer(tmp_path):
+    """With a schedule that does not depend on the total, train(1) + train(2) == train(2)."""
+    longer, longer_history = run(tmp_path / "longer", schedule="constant")
+    run(tmp_path / "extended", epochs=1, schedule="constant")
+    extended, extended_history = run(tmp_path / "extended", epochs=2, schedule="constant", init_seed=5)
+    for name, value in longer.state_dict().items():
+        assert torch.equal(value, extended.state_dict()[name]), name
+    assert without_seconds(extended_history) == without_seconds(longer_history)
+
+
 def test_seeded_runs_are_reproducible_and_the_seed_matters(tmp_path):
     a, _ = run(tmp_path / "a", epochs=1)
     b, _ = run(tmp_path / "b", epochs=1)

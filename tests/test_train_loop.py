@@ -41,6 +41,8 @@ def test_resolve_device(monkeypatch):
         resolve_device("tpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_device("auto") == torch.device("cuda")
+    with pytest.raises(LabkitError, match="invalid device 'cuda:x'"):
+        resolve_device("cuda:x")
 
 
 def test_lr_schedules():
