@@ -57,8 +57,11 @@ def predict_dataset(
     device: str | torch.device = "cpu",
     progress: bool = True,
     **decode_params: Any,
-) -> tuple[list[dict[str, torch.Tensor]], list[dict[str, torch.Tensor]]]:
+) -> tuple[list[dict[str, torch.Tensor]], list[dict[str, torch.Tensor] | None]]:
     """Predictions (``method.decode``) and ground truths for every sample, on the CPU.
+
+    The ground truth is None for a sample without ``instances`` (images to
+    predict on, with no masks).
 
     The model runs in eval mode under ``torch.no_grad`` (its training flag is
     restored afterwards).  Consecutive samples of equal size are batched with
@@ -69,7 +72,7 @@ def predict_dataset(
         raise LabkitError(f"batch_size must be >= 1, got {batch_size}")
     device = torch.device(device)
     predictions: list[dict[str, torch.Tensor]] = []
-    ground_truths: list[dict[str, torch.Tensor]] = []
+    ground_truths: list[dict[str, torch.Tensor] | None] = []
 
     def run(samples: list[dict[str, Any]]) -> None:
         batch = collate(samples)
@@ -80,7 +83,7 @@ def predict_dataset(
                 f"method {method.key!r} decoded {len(decoded)} predictions for {len(samples)} images"
             )
         predictions.extend({k: _cpu(v) for k, v in p.items()} for p in decoded)
-        ground_truths.extend(ground_truth(s) for s in samples)
+        ground_truths.extend(ground_truth(s) if "instances" in s else None for s in samples)
 
     was_training = model.training
     model.to(device).eval()

@@ -30,6 +30,7 @@ def test_registered_parameter_free_and_refuse_training():
     assert {"watershed", "components"} <= set(methods.available())
     for key in ("watershed", "components"):
         method = methods.get(key)
+        assert not method.trainable
         model = method.build_model(in_channels=3, num_classes=5)
         assert sum(p.numel() for p in model.parameters()) == 0
         image = torch.rand(2, 3, 8, 8)

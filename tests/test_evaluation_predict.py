@@ -15,8 +15,8 @@ class Discs(torch.utils.data.Dataset):
     class_names = ["background", "disc"]
     things, stuff, in_channels = [1], [], 1
 
-    def __init__(self, sizes):
-        self.sizes = sizes
+    def __init__(self, sizes, masks=True):
+        self.sizes, self.masks = sizes, masks
 
     def __len__(self):
         return len(self.sizes)
@@ -27,8 +27,10 @@ class Discs(torch.utils.data.Dataset):
         inst = np.zeros((size, size), np.int64)
         inst[(yy - 6) ** 2 + (xx - 6) ** 2 <= 16] = 3
         inst[(yy - size + 7) ** 2 + (xx - size + 7) ** 2 <= 16] = 8
-        return {"image": torch.from_numpy((inst > 0).astype(np.float32))[None],
-                "instances": torch.from_numpy(inst), "name": f"disc{i}"}
+        sample = {"image": torch.from_numpy((inst > 0).astype(np.float32))[None], "name": f"disc{i}"}
+        if self.masks:
+            sample["instances"] = torch.from_numpy(inst)
+        return sample
 
 
 class Recorder(nn.Module):
@@ -55,6 +57,13 @@ def test_predict_dataset_batches_equal_sizes_and_restores_train_mode():
     assert len(preds) == len(gts) == 5
     assert gts[3]["instances"].shape == (24, 24) and gts[3]["ids"].tolist() == [3, 8]
     assert preds[3]["instances"].shape == (24, 24) and len(preds[3]["ids"]) == 2
+
+
+def test_images_without_masks_have_no_ground_truth():
+    method = methods.get("watershed")
+    preds, gts = predict_dataset(method, method.build_model(1, 2), Discs([20, 20], masks=False), progress=False)
+    assert gts == [None, None]
+    assert [len(p["ids"]) for p in preds] == [2, 2]
 
 
 def test_evaluate_baseline_on_easy_discs_is_perfect():

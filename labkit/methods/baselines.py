@@ -61,6 +61,7 @@ class _Untrained(Method):
     """Shared machinery: pass-through model, Otsu foreground, scoring, decode loop."""
 
     task = "instance"
+    trainable = False
 
     def heads(self, num_classes: int) -> dict[str, int]:
         """No learned heads: the output is the image itself."""
