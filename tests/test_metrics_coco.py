@@ -148,3 +148,52 @@ def test_accepts_torch_tensors_and_pools_images():
     empty = {k: torch.as_tensor(v) for k, v in pred(np.zeros((16, 16), np.int64), []).items()}
     result = coco_mask_ap([p1, empty], [gt(one), gt(one)])
     assert result["ap"] == pytest.approx(51 / 101)
+
+
+def test_agrees_with_the_usual_pycocotools_pipeline():
+    """Random scenes scored by labkit and by the textbook route (loadRes + COCOeval.summarize)."""
+    import contextlib
+    import io
+
+    from pycocotools import mask as mask_util
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:64, :64]
+    preds, gts, images, gt_anns, results = [], [], [], [], []
+    for image_id in range(1, 7):
+        truth = np.zeros((64, 64), np.int64)
+        for k in range(1, 8):
+            cy, cx, r = rng.integers(5, 59), rng.integers(5, 59), rng.integers(2, 22)
+            truth[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = k
+        ids = np.unique(truth)[1:]
+        classes = rng.integers(1, 3, len(ids))
+        guess = np.roll(truth, tuple(rng.integers(-2, 3, 2)), axis=(0, 1))
+        guess[rng.random((64, 64)) < 0.02] = 0
+        pids = np.unique(guess)[1:]
+        scores = rng.random(len(pids))
+        pclasses = np.where(rng.random(len(pids)) < 0.8, classes[np.searchsorted(ids, pids)], 3 - classes[0])
+        gts.append({"instances": truth, "ids": ids, "classes": classes})
+        preds.append({"instances": guess, "ids": pids, "classes": pclasses, "scores": scores})
+        images.append({"id": image_id, "height": 64, "width": 64})
+        for i, c in zip(ids, classes):
+            rle = mask_util.encode(np.asfortranarray((truth == i).astype(np.uint8)))
+            gt_anns.append({"id": len(gt_anns) + 1, "image_id": image_id, "category_id": int(c), "iscrowd": 0,
+                            "segmentation": rle, "area": float(mask_util.area(rle))})
+        for i, c, s in zip(pids, pclasses, scores):
+            rle = mask_util.encode(np.asfortranarray((guess == i).astype(np.uint8)))
+            results.append({"image_id": image_id, "category_id": int(c), "segmentation": rle, "score": float(s)})
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = {"images": images, "annotations": gt_anns,
+                           "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]}
+        coco_gt.createIndex()
+        evaluator = COCOeval(coco_gt, coco_gt.loadRes(results), "segm")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    expected = [max(v, 0.0) for v in evaluator.stats[:6]]  # -1 (no such ground truth) -> 0.0
+    ours = coco_mask_ap(preds, gts)
+    assert 0.1 < ours["ap"] < 0.9 and ours["ap_s"] > 0 and ours["ap_m"] > 0 and ours["ap_l"] > 0
+    assert [ours[k] for k in ("ap", "ap50", "ap75", "ap_s", "ap_m", "ap_l")] == pytest.approx(expected, abs=1e-12)
