@@ -165,7 +165,7 @@ def test_agrees_with_the_usual_pycocotools_pipeline():
     for image_id in range(1, 7):
         truth = np.zeros((64, 64), np.int64)
         for k in range(1, 8):
-            cy, cx, r = rng.integers(5, 59), rng.integers(5, 59), rng.integers(2, 22)
+            cy, cx, r = rng.integers(5, 59), rng.integers(5, 59), rng.integers(2, 28)
             truth[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = k
         ids = np.unique(truth)[1:]
         classes = rng.integers(1, 3, len(ids))
@@ -195,5 +195,5 @@ def test_agrees_with_the_usual_pycocotools_pipeline():
         evaluator.summarize()
     expected = [max(v, 0.0) for v in evaluator.stats[:6]]  # -1 (no such ground truth) -> 0.0
     ours = coco_mask_ap(preds, gts)
-    assert 0.1 < ours["ap"] < 0.9 and ours["ap_s"] > 0 and ours["ap_m"] > 0 and ours["ap_l"] > 0
+    assert 0.1 < ours["ap"] < 0.9 and ours["ap_s"] > 0 and ours["ap_m"] > 0  # no large object fits in 64x64
     assert [ours[k] for k in ("ap", "ap50", "ap75", "ap_s", "ap_m", "ap_l")] == pytest.approx(expected, abs=1e-12)
