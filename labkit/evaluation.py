@@ -40,7 +40,7 @@ from labkit.metrics import (
     panoptic_quality,
     voc_ap_r,
 )
-from labkit.metrics.inputs import to_numpy
+from labkit.metrics.inputs import read_pairs, to_numpy
 
 log = logging.getLogger(__name__)
 
@@ -141,29 +141,28 @@ def evaluate_predictions(
     present = sorted(set(np.concatenate(gt_classes).tolist())) if gt_classes else []
     agnostic = (class_names is None or len(class_names) <= 2) and len(present) <= 1
     per_class = not agnostic
-    coco = coco_mask_ap(
-        predictions, ground_truths, max_dets, class_agnostic=agnostic, per_class=per_class
-    )
-    voc = voc_ap_r(predictions, ground_truths, class_agnostic=agnostic, per_class=per_class)
+    panoptic_ready = bool(stuff) and all(p.get("semantic") is not None for p in predictions)
+    pairs = read_pairs(predictions, ground_truths)  # validated and converted once for every metric
+    preds, gts = [p for p, _ in pairs], [g for _, g in pairs]
+    coco = coco_mask_ap(preds, gts, max_dets, class_agnostic=agnostic, per_class=per_class)
+    voc = voc_ap_r(preds, gts, class_agnostic=agnostic, per_class=per_class)
     results |= {k: v for k, v in coco.items() if k != "per_class"}
     results |= {k: v for k, v in voc.items() if k != "per_class"}
-    results |= average_recall(predictions, ground_truths)
-    pred_maps = [p["instances"] for p in predictions]
-    gt_maps = [g["instances"] for g in ground_truths]
-    results["matching_accuracy"] = matching_accuracy(pred_maps, gt_maps, iou=0.5)
-    results["ari"] = adjusted_rand_index(pred_maps, gt_maps)
+    results |= average_recall(preds, gts)
+    results["matching_accuracy"] = matching_accuracy(preds, gts, iou=0.5)
+    results["ari"] = adjusted_rand_index(preds, gts)
     rows: dict[int, dict[str, Any]] = {}
     if per_class:
         for c, row in coco["per_class"].items():
             rows.setdefault(c, {}).update(row)
         for c, row in voc["per_class"].items():
             rows.setdefault(c, {}).update(row)
-    if stuff and all(p.get("semantic") is not None for p in predictions):
+    if panoptic_ready:
         stuff = [int(c) for c in stuff]
         if things is None:
             candidates = range(1, len(class_names)) if class_names else present
             things = [c for c in candidates if c not in stuff]
-        panoptic = panoptic_quality(predictions, ground_truths, things, stuff, per_class=True)
+        panoptic = panoptic_quality(preds, gts, things, stuff, per_class=True)
         results |= {k: v for k, v in panoptic.items() if k != "per_class"}
         for c, row in panoptic["per_class"].items():
             rows.setdefault(c, {}).update(row)

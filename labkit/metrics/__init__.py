@@ -2,7 +2,9 @@
 
 Predictions and ground truths are lists, one dict per image, of the form in
 DESIGN.md's data contract (``instances``, ``ids``, ``classes``, ``scores``,
-optional ``semantic``); numpy arrays and torch tensors are both accepted.
+optional ``semantic``); numpy arrays and torch tensors are both accepted, and
+so are :class:`labkit.metrics.inputs.Entry` objects already read by
+:func:`labkit.metrics.inputs.read_pairs` (to read the data once for many metrics).
 Every metric is on a 0–1 scale, unchanged when instance ids are permuted, and
 returns 0.0 (never NaN, never a warning) where there is nothing to score.
 """

@@ -18,7 +18,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from labkit.errors import DataError
-from labkit.metrics.inputs import contingency, index_map, safe_divide, to_numpy
+from labkit.metrics.inputs import Entry, contingency, index_map, present_ids, safe_divide, to_numpy
 
 MapLike = Any  # an [H,W] array/tensor, a prediction dict, or a sequence of either
 
@@ -80,7 +80,9 @@ def _map_pairs(pred: MapLike, gt: MapLike) -> list[tuple[np.ndarray, np.ndarray]
 
 
 def _maps(x: MapLike) -> list[np.ndarray]:
-    """A list of 2-D int maps from one map, one dict, or a sequence of either."""
+    """A list of 2-D int maps from one map, one dict or :class:`Entry`, or a sequence of these."""
+    if isinstance(x, Entry):
+        return [x.index]
     if isinstance(x, Mapping):
         x = x["instances"]
     if hasattr(x, "ndim") and x.ndim == 2:
@@ -94,10 +96,5 @@ def _maps(x: MapLike) -> list[np.ndarray]:
 
 def _table(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     """Contingency table of the two maps; row/column 0 is background."""
-    ids_p, ids_g = _ids(pred), _ids(gt)
+    ids_p, ids_g = present_ids(pred), present_ids(gt)
     return contingency(index_map(pred, ids_p), index_map(gt, ids_g), len(ids_p), len(ids_g))
-
-
-def _ids(instances: np.ndarray) -> np.ndarray:
-    ids = np.unique(instances)
-    return ids[ids > 0]

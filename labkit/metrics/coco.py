@@ -18,7 +18,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from labkit.errors import LabkitError
-from labkit.metrics.inputs import IGNORE_INDEX, read_pairs, segment_masks
+from labkit.metrics.inputs import IGNORE_INDEX, Entry, read_pairs
 
 KEYS = ("ap", "ap50", "ap75", "ap_s", "ap_m", "ap_l")
 
@@ -58,13 +58,14 @@ def coco_mask_ap(
         images.append({"id": image_id, "height": h, "width": w})
         gt_classes = np.ones_like(gt.classes) if class_agnostic else gt.classes
         dt_classes = np.ones_like(pred.classes) if class_agnostic else pred.classes
-        gt_anns += _annotations(segment_masks(gt), image_id, gt_classes)
-        dt_anns += _annotations(segment_masks(pred), image_id, dt_classes, pred.scores)
+        gt_anns += _annotations(_stack(gt), image_id, gt_classes)
+        dt_anns += _annotations(_stack(pred), image_id, dt_classes, pred.scores)
         if ignore_void and gt.semantic is not None:
             void = gt.semantic == IGNORE_INDEX
             if void.any():
-                crowd = np.broadcast_to(void, (len(set(dt_classes.tolist())), h, w))
-                gt_anns += _annotations(crowd, image_id, np.unique(dt_classes), crowd=True)
+                classes = np.unique(dt_classes)
+                crowd = np.asfortranarray(np.broadcast_to(void[..., None], (h, w, len(classes))), np.uint8)
+                gt_anns += _annotations(crowd, image_id, classes, crowd=True)
     if not any(not a["iscrowd"] for a in gt_anns):
         return _empty(per_class)
     for number, ann in enumerate(gt_anns + dt_anns, start=1):
@@ -90,6 +91,19 @@ def coco_mask_ap(
     return out
 
 
+def _stack(entry: Entry) -> np.ndarray:
+    """The entry's masks as the Fortran-ordered uint8 ``[H, W, N]`` that ``mask.encode`` takes.
+
+    Built as a C-ordered ``[N, W, H]`` array and viewed transposed, so no copy is made.
+    """
+    if entry.masks is not None:
+        stack = np.ascontiguousarray(entry.masks.transpose(0, 2, 1))
+    else:
+        index_t = np.ascontiguousarray(entry.index.T)
+        stack = index_t[None] == np.arange(1, len(entry) + 1)[:, None, None]
+    return np.asfortranarray(stack.view(np.uint8).transpose(2, 1, 0))  # already Fortran: no copy
+
+
 def _annotations(
     masks: np.ndarray,
     image_id: int,
@@ -97,9 +111,10 @@ def _annotations(
     scores: np.ndarray | None = None,
     crowd: bool = False,
 ) -> list[dict[str, Any]]:
-    if len(masks) == 0:
+    """COCO annotations of the Fortran-ordered uint8 masks ``[H, W, N]``."""
+    if masks.shape[2] == 0:
         return []
-    rles = mask_util.encode(np.asfortranarray(np.transpose(masks, (1, 2, 0)).astype(np.uint8)))
+    rles = mask_util.encode(masks)
     areas = mask_util.area(rles)
     anns = []
     for k, rle in enumerate(rles):

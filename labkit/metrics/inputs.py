@@ -23,6 +23,7 @@ import numpy as np
 from labkit.errors import DataError
 
 IGNORE_INDEX = 255
+LOOKUP_LIMIT = 1 << 22  # ids below this are relabelled through a lookup table
 
 
 def to_numpy(x: Any) -> np.ndarray:
@@ -55,8 +56,14 @@ class Entry:
         return len(self.ids)
 
 
-def read_entry(item: Mapping[str, Any], where: str) -> Entry:
-    """Validate one prediction/ground-truth dict; ``where`` names it in errors."""
+def read_entry(item: Mapping[str, Any] | Entry, where: str) -> Entry:
+    """Validate one prediction/ground-truth dict; ``where`` names it in errors.
+
+    An :class:`Entry` (already read) is returned as it is, so a caller scoring
+    the same data with several metrics reads it once.
+    """
+    if isinstance(item, Entry):
+        return item
     if "instances" not in item:
         raise DataError(f"{where}: no 'instances' map (keys: {sorted(item)})")
     inst = to_numpy(item["instances"])
@@ -66,10 +73,9 @@ def read_entry(item: Mapping[str, Any], where: str) -> Entry:
     if "ids" in item:
         ids = to_numpy(item["ids"]).astype(np.int64).reshape(-1)
     else:
-        ids = np.unique(inst)
-        ids = ids[ids > 0]
+        ids = present_ids(inst)
     n = len(ids)
-    if len(np.unique(ids)) != n:
+    if n > 1 and (np.diff(np.sort(ids)) == 0).any():
         raise DataError(f"{where}: 'ids' has duplicates: {ids.tolist()}")
     classes = _aligned(item, "classes", n, where, np.int64)
     scores = _aligned(item, "scores", n, where, np.float64)
@@ -103,24 +109,40 @@ def _aligned(item: Mapping[str, Any], key: str, n: int, where: str, dtype: type)
 def index_map(instances: np.ndarray, ids: np.ndarray, where: str = "map") -> np.ndarray:
     """Replace each id by its position in ``ids`` plus one (0 stays 0).
 
-    Raises :class:`DataError` if the map holds a positive id missing from ``ids``.
+    Raises :class:`DataError` if the map holds a negative id or a positive id
+    missing from ``ids``, or ``ids`` holds an id <= 0.
     """
-    flat = instances.reshape(-1)
+    if instances.size and instances.min() < 0:
+        raise DataError(f"{where}: map has negative ids {_some(instances[instances < 0])}")
+    if (ids <= 0).any():
+        raise DataError(f"{where}: 'ids' must be positive, got {ids.tolist()}")
+    top = max(int(instances.max(initial=0)), int(ids.max(initial=0)))
     if len(ids) == 0:
-        if flat.any():
-            raise DataError(f"{where}: map has ids {_some(flat[flat > 0])} but 'ids' is empty")
-        return np.zeros(instances.shape, dtype=np.int64)
-    order = np.argsort(ids, kind="stable")
-    sorted_ids = ids[order]
-    pos = np.minimum(np.searchsorted(sorted_ids, flat), len(ids) - 1)
-    found = sorted_ids[pos] == flat
-    stray = ~found & (flat > 0)
+        index = np.zeros(instances.shape, dtype=np.int64)
+    elif top < LOOKUP_LIMIT:  # one gather through a lookup table
+        lut = np.zeros(top + 1, dtype=np.int64)
+        lut[ids] = np.arange(1, len(ids) + 1)
+        index = lut[instances]
+    else:  # huge ids: binary search in the sorted ids
+        order = np.argsort(ids, kind="stable")
+        sorted_ids = ids[order]
+        pos = np.minimum(np.searchsorted(sorted_ids, instances), len(ids) - 1)
+        index = np.where(sorted_ids[pos] == instances, order[pos] + 1, 0)
+    stray = (index == 0) & (instances > 0)
     if stray.any():
         raise DataError(
-            f"{where}: map has ids {_some(flat[stray])} not listed in 'ids' {ids.tolist()}"
+            f"{where}: map has ids {_some(instances[stray])} not listed in 'ids' {ids.tolist()}"
         )
-    index = np.where(found, order[pos] + 1, 0)
-    return index.reshape(instances.shape)
+    return index
+
+
+def present_ids(instances: np.ndarray) -> np.ndarray:
+    """The positive ids in a map, sorted."""
+    top = int(instances.max(initial=0))
+    if top < LOOKUP_LIMIT and instances.min(initial=0) >= 0:
+        return np.flatnonzero(np.bincount(instances.reshape(-1), minlength=top + 1)[1:]) + 1
+    ids = np.unique(instances)
+    return ids[ids > 0]
 
 
 def _some(values: np.ndarray) -> list[int]:
@@ -179,13 +201,6 @@ def overlaps(pred: Entry, gt: Entry) -> np.ndarray:
         gt_area = np.bincount(gt.index.reshape(-1), minlength=m + 1)[1:]
     union = pred_area[:, None] + gt_area[None, :] - inter
     return safe_divide(inter, union)
-
-
-def segment_masks(entry: Entry) -> np.ndarray:
-    """Boolean ``[N,H,W]`` masks of an entry (its ``masks`` or the segments of its map)."""
-    if entry.masks is not None:
-        return entry.masks
-    return entry.index[None] == np.arange(1, len(entry) + 1)[:, None, None]
 
 
 def ranked(scores: np.ndarray) -> np.ndarray:
