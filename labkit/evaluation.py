@@ -130,7 +130,10 @@ def evaluate_predictions(
         raise LabkitError(f"unknown task {task!r}; expected one of {TASKS}")
     if len(predictions) != len(ground_truths):
         raise DataError(f"{len(predictions)} predictions for {len(ground_truths)} ground truths")
-    gt_classes = [_classes(g) for g in ground_truths]
+    unlabelled = [i for i, g in enumerate(ground_truths) if g is None]
+    if unlabelled:
+        raise DataError(f"images {unlabelled[:5]} have no ground-truth instance masks to evaluate against")
+    gt_classes = [_classes(g) for g in ground_truths] + [np.zeros(0, dtype=np.int64)]
     results: dict[str, Any] = {
         "n_images": len(ground_truths),
         "n_instances": int(sum(len(c) for c in gt_classes)),
@@ -138,7 +141,7 @@ def evaluate_predictions(
     }
     if task == "semantic":
         return results | _semantic_scores(predictions, ground_truths, class_names)
-    present = sorted(set(np.concatenate(gt_classes).tolist())) if gt_classes else []
+    present = sorted(set(np.concatenate(gt_classes).tolist()))
     agnostic = (class_names is None or len(class_names) <= 2) and len(present) <= 1
     per_class = not agnostic
     panoptic_ready = bool(stuff) and all(p.get("semantic") is not None for p in predictions)

@@ -84,8 +84,16 @@ def test_no_images_is_all_zeros_without_warnings():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         results = evaluate_predictions([], [])
+        with_classes = evaluate_predictions([], [], class_names=["bg", "cat", "dog"])
     assert results["n_images"] == 0
     assert all(v == 0 for k, v in results.items())
+    assert with_classes["per_class"] == {} and with_classes["ap"] == 0
+
+
+def test_missing_ground_truth_is_reported():
+    pred, gt = two_objects()
+    with pytest.raises(LabkitError, match=r"images \[1\] have no ground-truth"):
+        evaluate_predictions([pred, pred], [gt, None])
 
 
 def test_format_table_is_aligned_and_complete():
