@@ -48,6 +48,7 @@ def run_notebook(
     """Execute one notebook into ``out/``; return its ``metrics.json`` content."""
     import papermill
 
+    out.mkdir(parents=True, exist_ok=True)
     out_dir = (out / notebook.stem).resolve()
     params = {"profile": profile, "seed": seed, "out_dir": str(out_dir), **(parameters or {})}
     executed = out / notebook.name

@@ -1,0 +1,66 @@
+"""Every notebook in notebooks/ runs headless under papermill (fast profile) and
+writes a metrics.json that passes its checks below."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from labkit.notebook_runner import list_notebooks, run_notebook
+
+NOTEBOOKS = list_notebooks()
+
+
+def _finite_numbers(obj) -> list[float]:
+    if isinstance(obj, bool):
+        return []
+    if isinstance(obj, (int, float)):
+        return [float(obj)]
+    if isinstance(obj, dict):
+        return [x for v in obj.values() for x in _finite_numbers(v)]
+    if isinstance(obj, list):
+        return [x for v in obj for x in _finite_numbers(v)]
+    return []
+
+
+def check_00_tour(m: dict) -> None:
+    assert set(m["families"]) >= {"shapes", "sticks", "digits", "panoptic"}
+    assert m["final_loss"] < m["first_loss"], "training did not lower the loss"
+    assert m["miou"] > m["miou_untrained"], "training did not improve mIoU"
+
+
+def check_06_bandwidth_tuning(m: dict) -> None:
+    assert m["best_ari"] >= 0.9
+    assert len(set(m["n_clusters"])) > 1, "the sweep should change the number of clusters"
+
+
+def check_01_discriminative_loss(m: dict) -> None:
+    assert m["sticks"]["ap50"] > m["sticks"]["ap50_untrained"]
+    assert m["shapes"]["ap50"] > m["shapes"]["ap50_untrained"]
+
+
+def check_02_recurrent_mean_shift(m: dict) -> None:
+    assert m["ar@10"] > m["ar@10_untrained"]
+
+
+CHECKS = {
+    "00_tour": check_00_tour,
+    "01_discriminative_loss": check_01_discriminative_loss,
+    "02_recurrent_mean_shift": check_02_recurrent_mean_shift,
+    "06_bandwidth_tuning": check_06_bandwidth_tuning,
+}
+
+
+def test_every_notebook_has_a_check():
+    assert {nb.stem for nb in NOTEBOOKS} <= set(CHECKS), "add a metrics check for each new notebook"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[nb.stem for nb in NOTEBOOKS])
+def test_notebook_runs_and_writes_metrics(notebook, tmp_path):
+    metrics = run_notebook(notebook, tmp_path, profile="fast", seed=0, html=False)
+    assert metrics, "metrics.json is empty"
+    assert all(math.isfinite(x) for x in _finite_numbers(metrics))
+    assert json.loads((tmp_path / notebook.stem / "metrics.json").read_text()) == metrics
+    CHECKS[notebook.stem](metrics)
