@@ -1,0 +1,3 @@
+"""Figures: ``overlay`` (instance overlays, galleries), ``embedding3d`` (plotly 3D
+embeddings, mean-shift iterates, random-projection RGB), ``forces`` (the pull and
+push of the discriminative loss), ``bandwidth`` (sweep curves, the live explorer)."""
