@@ -139,8 +139,11 @@ def evaluate_predictions(
         "n_instances": int(sum(len(c) for c in gt_classes)),
         "n_predicted": int(sum(len(_classes(p)) for p in predictions)),
     }
-    if task == "semantic":
-        return results | _semantic_scores(predictions, ground_truths, class_names)
+    pixel_rows: dict[str, Any] = {}
+    if task == "semantic":  # pixel scores, then the instance scores of its components below
+        pixel = _semantic_scores(predictions, ground_truths, class_names)
+        pixel_rows = pixel.pop("per_class", {})
+        results |= pixel
     present = sorted(set(np.concatenate(gt_classes).tolist()))
     agnostic = (class_names is None or len(class_names) <= 2) and len(present) <= 1
     per_class = not agnostic
@@ -175,6 +178,8 @@ def evaluate_predictions(
             _name(c, class_names): {k: row[k] for k in PER_CLASS_KEYS if k in row} | {"n_gt": int(counts[c])}
             for c, row in sorted(rows.items())
         }
+    for name, row in pixel_rows.items():
+        results.setdefault("per_class", {}).setdefault(name, {}).update(row)
     return results
 
 

@@ -91,6 +91,7 @@ def test_train_evaluate_predict_on_synthetic(capsys, tmp_path):
     assert code == 0, err
     results = json.loads((tmp_path / "eval.json").read_text())
     assert 0.0 <= results["miou"] <= 1.0 and results["n_images"] > 0
+    assert {"ap", "ap50", "ap75"} <= set(results)  # DESIGN: evaluate always writes mask AP
     assert "miou" in out
 
 

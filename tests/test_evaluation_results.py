@@ -76,6 +76,8 @@ def test_semantic_task():
     assert results["per_class"]["bg"]["iou"] == pytest.approx(168 / 204)
     assert results["miou"] == pytest.approx((168 / 204 + 0 + 1 + 1) / 4)
     assert results["pixel_accuracy"] == pytest.approx(220 / 256)
+    # no instances predicted: the instance scores are there, and zero
+    assert results["ap50"] == 0.0 and results["n_predicted"] == 0
     with pytest.raises(LabkitError, match="unknown task"):
         evaluate_predictions([pred], [gt], task="depth")
 

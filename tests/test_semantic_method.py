@@ -81,17 +81,29 @@ def test_bad_targets_raise_labkit_errors():
         semantic_cross_entropy(torch.zeros(1, 2, 3, 3), torch.zeros(1, 2, 2, dtype=torch.long))
 
 
-def test_decode_returns_argmax_map_and_no_instances():
+def test_decode_returns_argmax_map_and_class_components():
+    # image 0: class 2 at one pixel, class 1 in two separate blobs, background elsewhere
     logits = torch.zeros(2, 3, 4, 5)
-    logits[0, 2, 1, 1] = 1.0
-    logits[1, 1] = 1.0
+    logits[0, 0] = 1.0
+    logits[0, 2, 1, 1] = 3.0
+    logits[0, 1, 3, 3:5] = 3.0
+    logits[0, 1, 0, 4] = 3.0
+    logits[1, 1] = 1.0  # image 1: class 1 everywhere
     preds = methods.get("semantic").decode({"semantic": logits})
     assert len(preds) == 2
     for pred in preds:
         assert pred["semantic"].shape == (4, 5) and pred["semantic"].dtype == torch.int64
-        assert pred["instances"].shape == (4, 5) and not pred["instances"].any()
-        assert pred["ids"].numel() == pred["classes"].numel() == pred["scores"].numel() == 0
-    assert preds[0]["semantic"][1, 1] == 2 and preds[0]["semantic"].sum() == 2
-    assert torch.all(preds[1]["semantic"] == 1)
+        assert pred["instances"].shape == (4, 5) and pred["instances"].dtype == torch.int64
+    first = preds[0]
+    assert first["semantic"][1, 1] == 2 and (first["semantic"] == 1).sum() == 3
+    assert sorted(first["classes"].tolist()) == [1, 1, 2]
+    for i, c in zip(first["ids"].tolist(), first["classes"].tolist()):
+        assert torch.all(first["semantic"][first["instances"] == i] == c)
+    # score = mean winning-class probability: softmax([1, 3, 0])[1] for every component
+    expected = torch.tensor([1.0, 3.0, 0.0]).softmax(0)[1]
+    torch.testing.assert_close(first["scores"], expected.repeat(3))
+    assert preds[1]["ids"].tolist() == [1] and torch.all(preds[1]["instances"] == 1)
+    things_only = methods.get("semantic").decode({"semantic": logits}, things=[2])[0]
+    assert things_only["classes"].tolist() == [2]
     with pytest.raises(LabkitError, match="bandwidth"):
         methods.get("semantic").decode({"semantic": logits}, bandwidth=0.5)
