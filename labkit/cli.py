@@ -41,6 +41,15 @@ def _overrides(pairs: Sequence[str]) -> dict[str, Any]:
     return result
 
 
+def _add_model_source(p: argparse.ArgumentParser) -> None:
+    """--checkpoint or --method, plus --device and decoding --set (evaluate and predict)."""
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", type=Path, help="RUN_DIR/model.pt")
+    src.add_argument("--method", help="a method that needs no training (watershed, components)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="decoding parameters")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="labkit", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -61,22 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="method hyperparameters")
 
     p = sub.add_parser("evaluate", help="evaluate a checkpoint (or an untrained baseline) on a dataset")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", type=Path, help="RUN_DIR/model.pt")
-    src.add_argument("--method", help="a method that needs no training (watershed, components)")
+    _add_model_source(p)
     p.add_argument("--data", required=True, help="instance folder DIR or synthetic:NAME[:SPLIT] (default split: test)")
     p.add_argument("--json", type=Path, default=None, help="write the metrics here")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="decoding parameters")
 
     p = sub.add_parser("predict", help="write instance masks for a folder of images")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", type=Path, help="RUN_DIR/model.pt")
-    src.add_argument("--method", help="a method that needs no training (watershed, components)")
+    _add_model_source(p)
     p.add_argument("--input", required=True, help="a folder of images (or DIR/images), or synthetic:NAME[:SPLIT]")
     p.add_argument("--out", required=True, type=Path, help="folder for NAME.png masks + predictions.json")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="decoding parameters")
 
     sub.add_parser("methods", help="list the available method keys")
 
