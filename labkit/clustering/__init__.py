@@ -1,0 +1,38 @@
+"""Clustering of pixel embeddings: the mean-shift family.
+
+* :class:`MeanShift` / :func:`mean_shift`: scikit-learn's estimator in PyTorch
+  (flat, Gaussian and von Mises-Fisher kernels, optional pixel coordinates),
+  fast enough for a live bandwidth slider; :func:`estimate_bandwidth`.
+* :func:`seeded_mean_shift`: De Brabandere et al.'s one-instance-at-a-time variant.
+* :class:`RecurrentMeanShift` / :func:`recurrent_mean_shift`: Kong & Fowlkes's
+  differentiable recurrent mean shift (Eq. 3).
+* :func:`mean_shift_1d`: exact 1-D mean shift of DVIS's scalar label maps.
+* :func:`cluster_map`, :func:`score_instances`, :func:`bandwidth_sweep`,
+  :func:`best_bandwidth`: embedding map -> instance map -> metrics, per bandwidth.
+* :func:`spatial_features`, :func:`embedding_points`, :func:`pixel_coordinates`;
+  :func:`labkit.clustering.demo.synthetic_embedding_map` for teaching.
+"""
+from labkit.clustering.meanshift import MeanShift, estimate_bandwidth, mean_shift
+from labkit.clustering.meanshift1d import mean_shift_1d
+from labkit.clustering.recurrent import RecurrentMeanShift, delta_from_margin, recurrent_mean_shift
+from labkit.clustering.seeded import seeded_mean_shift
+from labkit.clustering.spatial import embedding_points, pixel_coordinates, spatial_features
+from labkit.clustering.sweep import bandwidth_sweep, best_bandwidth, cluster_map, score_instances
+
+__all__ = [
+    "MeanShift",
+    "RecurrentMeanShift",
+    "bandwidth_sweep",
+    "best_bandwidth",
+    "cluster_map",
+    "delta_from_margin",
+    "embedding_points",
+    "estimate_bandwidth",
+    "mean_shift",
+    "mean_shift_1d",
+    "pixel_coordinates",
+    "recurrent_mean_shift",
+    "score_instances",
+    "seeded_mean_shift",
+    "spatial_features",
+]
