@@ -1,0 +1,108 @@
+"""Pieces shared by the embedding methods (``discriminative``, ``recurrent``).
+
+Both train a semantic head alongside the embedding (cross-entropy against
+:func:`semantic_target`) and decode by clustering the embeddings of the
+predicted foreground pixels (:func:`foreground`); :func:`build_prediction`
+turns the resulting cluster map into a prediction (DESIGN.md, "Data contract"):
+
+* clusters smaller than ``min_area`` pixels are dropped;
+* an instance's class is the majority *foreground* class predicted under it
+  (argmax over classes ``1..K-1``, so it is never background);
+* its score is ``confidence * quality``: ``confidence`` is the mean predicted
+  probability of that class over the instance's pixels and ``quality`` (in
+  ``[0, 1]``) a per-cluster compactness supplied by the method.  Both are
+  needed for AP to be meaningful: a blob the semantic head is unsure about, or
+  a loose cluster that mean shift barely held together, ranks below a
+  confident, tight one.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from labkit.methods.base import Batch, Prediction
+
+
+def foreground(logits: Tensor, things: tuple[int, ...] | list[int] | None = None) -> tuple[Tensor, Tensor]:
+    """``(probabilities [K,H,W], mask [H,W])`` of one image's semantic logits ``[K,H,W]``.
+
+    A pixel is foreground when its most likely class is not background (and,
+    when ``things`` is given, is one of those countable classes).
+    """
+    probs = torch.softmax(logits.float(), dim=0)
+    best = probs.argmax(dim=0)
+    mask = best != 0
+    if things is not None:
+        mask &= torch.isin(best, torch.as_tensor(list(things), dtype=best.dtype, device=best.device))
+    return probs, mask
+
+
+def empty_prediction(height: int, width: int, device: torch.device | str = "cpu") -> Prediction:
+    """A prediction without any instance."""
+    return {
+        "instances": torch.zeros(height, width, dtype=torch.int64, device=device),
+        "ids": torch.zeros(0, dtype=torch.int64, device=device),
+        "classes": torch.zeros(0, dtype=torch.int64, device=device),
+        "scores": torch.zeros(0, dtype=torch.float32, device=device),
+    }
+
+
+def build_prediction(
+    labels: Tensor,
+    probs: Tensor,
+    quality: Tensor | None = None,
+    *,
+    min_area: int = 1,
+) -> Prediction:
+    """A scored prediction from a cluster map.
+
+    Args:
+        labels: int ``[H,W]``; ``0`` = no instance, ``1..N`` = cluster ``k-1``.
+        probs: float ``[K,H,W]`` class probabilities (``K >= 2``, 0 = background).
+        quality: float ``[N]`` in ``[0, 1]``, one per cluster (default 1); ``N`` may
+            exceed ``labels.max()`` (clusters without pixels are dropped).
+        min_area: clusters with fewer pixels are dropped.
+
+    Returns:
+        ``instances`` (ids renumbered ``1..M`` by decreasing score), ``ids``,
+        ``classes``, ``scores``.
+    """
+    height, width = labels.shape
+    labels = labels.to(torch.int64)
+    n = int(labels.max()) if labels.numel() else 0
+    if quality is not None:
+        n = max(n, len(quality))
+    if n == 0:
+        return empty_prediction(height, width, labels.device)
+    quality = torch.ones(n, device=labels.device) if quality is None else quality.float().to(labels.device)
+    flat = labels.reshape(-1)
+    inside = flat > 0
+    cluster = flat[inside] - 1
+    area = torch.bincount(cluster, minlength=n)
+    fg_classes = probs[1:].reshape(probs.shape[0] - 1, -1)[:, inside]  # [K-1, P]
+    best = fg_classes.argmax(dim=0)  # foreground class index - 1, per pixel
+    votes = torch.zeros(n, probs.shape[0] - 1, device=labels.device).index_put_(
+        (cluster, best), torch.ones_like(best, dtype=torch.float32), accumulate=True
+    )
+    cls = votes.argmax(dim=1)  # [N], foreground class index - 1
+    pixel_conf = fg_classes[cls[cluster], torch.arange(len(cluster), device=labels.device)].float()
+    confidence = torch.zeros(n, device=labels.device).index_add_(0, cluster, pixel_conf) / area.clamp(min=1)
+    scores = (confidence * quality.clamp(0, 1)).clamp(0, 1)
+    keep = (area >= max(int(min_area), 1)).nonzero(as_tuple=True)[0]
+    keep = keep[torch.argsort(scores[keep], descending=True, stable=True)]
+    remap = torch.zeros(n + 1, dtype=torch.int64, device=labels.device)
+    remap[keep + 1] = torch.arange(1, len(keep) + 1, device=labels.device)
+    return {
+        "instances": remap[labels],
+        "ids": torch.arange(1, len(keep) + 1, dtype=torch.int64, device=labels.device),
+        "classes": cls[keep] + 1,
+        "scores": scores[keep].float(),
+    }
+
+
+def semantic_target(batch: Batch) -> Tensor:
+    """The batch's ``semantic`` map, or ``instances > 0`` when the data has none."""
+    semantic = batch.get("semantic")
+    if semantic is None:
+        semantic = (batch["instances"] > 0).long()
+    return semantic
