@@ -1,0 +1,190 @@
+"""The ``recurrent`` method: sphere embedding, Eq. 2 through unrolled mean shift, vMF decoding."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from labkit import methods
+from labkit.clustering import recurrent_mean_shift
+from labkit.errors import LabkitError
+from labkit.losses import recurrent_grouping_loss
+from labkit.methods.recurrent import merge_modes
+
+
+def scene() -> dict[str, torch.Tensor]:
+    """A 10x10 image: background, instance 5 (class 1) and instance 9 (class 2)."""
+    inst = torch.zeros(1, 10, 10, dtype=torch.int64)
+    inst[0, 1:5, 1:6] = 5
+    inst[0, 6:9, 2:9] = 9
+    sem = torch.zeros_like(inst)
+    sem[inst == 5] = 1
+    sem[inst == 9] = 2
+    return {"image": torch.zeros(1, 1, 10, 10), "instances": inst, "semantic": sem}
+
+
+def simplex_outputs(batch, dim: int = 3, noise: float = 0.0) -> dict[str, torch.Tensor]:
+    """Background and the two instances at three unit vectors 120 degrees apart (calibrated s = 0.25)."""
+    inst, sem = batch["instances"][0], batch["semantic"][0]
+    angles = {0: 0.0, 5: 2 * math.pi / 3, 9: 4 * math.pi / 3}
+    emb = torch.zeros(1, dim, *inst.shape)
+    for i, a in angles.items():
+        emb[0, 0, inst == i] = math.cos(a)
+        emb[0, 1, inst == i] = math.sin(a)
+    if noise:
+        emb = emb + noise * torch.randn(emb.shape, generator=torch.Generator().manual_seed(0))
+    emb = torch.nn.functional.normalize(emb, dim=1)
+    logits = torch.full((1, 3, *inst.shape), -4.0)
+    logits[0].scatter_(0, sem[None], 4.0)
+    return {"embedding": emb, "semantic": logits}
+
+
+def test_heads_unit_sphere_and_delta_tied_to_margin():
+    method = methods.get("recurrent", embedding_dim=3, width=8)
+    assert method.heads(4) == {"embedding": 3, "semantic": 4}
+    assert method.normalized_heads() == ("embedding",)
+    assert method.delta == pytest.approx(6.0)  # 1 / delta = (1 - alpha) / 3 at alpha = 0.5
+    assert methods.get("recurrent", alpha=0.4).delta == pytest.approx(5.0)
+    out = method.build_model(in_channels=1, num_classes=4)(torch.randn(2, 1, 12, 12))
+    assert torch.allclose(out["embedding"].norm(dim=1), torch.ones(2, 12, 12), atol=1e-5)
+
+
+def test_loss_is_eq2_accumulated_over_the_unrolled_loops():
+    method = methods.get("recurrent", iterations=2, max_pixels=1000, semantic_weight=0.5)
+    batch = scene()
+    outputs = simplex_outputs(batch, noise=0.6)
+    terms = method.loss(outputs, batch)
+    assert {"grouping", "semantic", "loss", "pos", "neg", "loss_t0", "loss_t1", "loss_t2"} <= set(terms)
+    x = outputs["embedding"][0].reshape(3, -1).t()
+    ref = recurrent_grouping_loss(recurrent_mean_shift(x, iterations=2, delta=6.0), batch["instances"].reshape(-1))
+    assert torch.allclose(terms["grouping"], ref["loss"], atol=1e-6)
+    assert torch.allclose(terms["grouping"], terms["loss_t0"] + terms["loss_t1"] + terms["loss_t2"], atol=1e-6)
+    ce = torch.nn.functional.cross_entropy(outputs["semantic"], batch["semantic"])
+    assert torch.allclose(terms["loss"], ref["loss"] + 0.5 * ce, atol=1e-6)
+
+
+def test_zero_grouping_loss_when_the_margin_holds():
+    """Groups 120 degrees apart have s = 0.25 <= alpha; mean shift keeps them apart and tight."""
+    method = methods.get("recurrent", iterations=3)
+    terms = method.loss(simplex_outputs(scene()), scene())
+    assert terms["grouping"].item() == pytest.approx(0.0, abs=1e-6)
+    squeezed = methods.get("recurrent", alpha=0.2, iterations=0)  # a margin the simplex violates
+    assert squeezed.loss(simplex_outputs(scene()), scene())["grouping"].item() > 0.01
+
+
+def test_loss_invariant_to_permuting_instance_ids():
+    method = methods.get("recurrent", iterations=1)
+    batch = scene()
+    outputs = simplex_outputs(batch, noise=0.5)
+    inst = batch["instances"]
+    permuted = dict(batch, instances=torch.where(inst == 5, 2, torch.where(inst == 9, 31, 0)))
+    a, b = method.loss(outputs, batch), method.loss(outputs, permuted)
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=1e-6), name
+
+
+def test_ignored_pixels_take_no_part():
+    method = methods.get("recurrent", iterations=1)
+    batch = scene()
+    outputs = simplex_outputs(batch, noise=0.5)
+    ignored = dict(batch, semantic=batch["semantic"].clone())
+    ignored["semantic"][0, :, 0] = 255
+    scrambled = {k: v.clone() for k, v in outputs.items()}
+    scrambled["embedding"][0, :, :, 0] = torch.nn.functional.normalize(torch.randn(3, 10), dim=0)
+    a, b = method.loss(outputs, ignored)["grouping"], method.loss(scrambled, ignored)["grouping"]
+    assert torch.allclose(a, b)
+
+
+def test_pixel_sampling_caps_the_pairs():
+    method = methods.get("recurrent", max_pixels=7, iterations=1)
+    batch = scene()
+    outputs = simplex_outputs(batch, noise=0.5)
+    torch.manual_seed(0)
+    a = method.loss(outputs, batch)["grouping"]
+    torch.manual_seed(1)
+    b = method.loss(outputs, batch)["grouping"]
+    assert torch.isfinite(a) and not torch.allclose(a, b)  # different samples of 7 pixels
+
+
+@pytest.mark.parametrize("n_instances", [0, 1])
+def test_finite_loss_and_gradient_for_zero_or_one_instance(n_instances):
+    method = methods.get("recurrent", iterations=2, embedding_dim=4)
+    inst = torch.zeros(2, 6, 6, dtype=torch.int64)
+    if n_instances:
+        inst[:, 1:4, 1:4] = 3
+    batch = {"instances": inst, "semantic": (inst > 0).long()}
+    raw = torch.randn(2, 4, 6, 6, requires_grad=True)
+    logits = torch.randn(2, 2, 6, 6, requires_grad=True)
+    terms = method.loss({"embedding": torch.nn.functional.normalize(raw, dim=1), "semantic": logits}, batch)
+    assert all(torch.isfinite(v) for v in terms.values())
+    terms["loss"].backward()
+    assert torch.isfinite(raw.grad).all() and torch.isfinite(logits.grad).all()
+    if n_instances == 0:
+        assert terms["neg"].item() == 0.0  # background alone is one group: no negative pairs
+    every_pixel_ignored = {"instances": inst, "semantic": torch.full_like(inst, 255)}
+    terms = method.loss({"embedding": torch.nn.functional.normalize(raw, dim=1), "semantic": logits},
+                        every_pixel_ignored)
+    assert terms["loss"].item() == 0.0
+
+
+def test_gradcheck_through_the_mean_shift_loops():
+    method = methods.get("recurrent", iterations=2)
+    inst = torch.tensor([[[0, 0, 1, 1, 2], [0, 1, 1, 2, 2]]])
+    raw = torch.randn(1, 3, 2, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    logits = torch.randn(1, 3, 2, 5, dtype=torch.float64, requires_grad=True)
+    batch = {"instances": inst, "semantic": inst.clone()}
+
+    def total(r, s):
+        return method.loss({"embedding": torch.nn.functional.normalize(r, dim=1), "semantic": s}, batch)["loss"]
+
+    assert torch.autograd.gradcheck(total, (raw, logits))
+
+
+def test_gradient_map_has_one_value_per_pixel_and_changes_with_loops():
+    method = methods.get("recurrent")
+    batch = scene()
+    outputs = simplex_outputs(batch, noise=0.8)
+    g0 = method.gradient_map(outputs["embedding"][0], batch["instances"][0], loops=0)
+    g1 = method.gradient_map(outputs["embedding"][0], batch["instances"][0], loops=1)
+    assert g0.shape == g1.shape == (10, 10)
+    assert torch.isfinite(g0).all() and torch.isfinite(g1).all() and not torch.allclose(g0, g1)
+
+
+def test_decode_recovers_instances_with_classes_and_scores():
+    method = methods.get("recurrent")
+    batch = scene()
+    (pred,) = method.decode(simplex_outputs(batch, noise=0.1))
+    gt = batch["instances"][0]
+    assert len(pred["ids"]) == len(pred["classes"]) == len(pred["scores"]) == 2
+    for pid, cls in zip(pred["ids"].tolist(), pred["classes"].tolist()):
+        mask = pred["instances"] == pid
+        (gid,) = gt[mask].unique().tolist()
+        assert torch.equal(mask, gt == gid) and cls == {5: 1, 9: 2}[gid]
+    assert torch.all((pred["scores"] > 0.5) & (pred["scores"] <= 1.0))
+
+
+def test_decode_subsamples_large_foregrounds_and_scores_loose_clusters_lower():
+    method = methods.get("recurrent")
+    batch = scene()
+    tight = method.decode(simplex_outputs(batch, noise=0.05), decode_pixels=10)[0]
+    loose = method.decode(simplex_outputs(batch, noise=0.4), decode_pixels=10)[0]
+    assert len(tight["ids"]) == 2
+    assert loose["scores"].max() < tight["scores"].min()
+
+
+def test_decode_without_foreground_and_unknown_parameter():
+    method = methods.get("recurrent", embedding_dim=3)
+    outputs = simplex_outputs(scene())
+    outputs["semantic"][:, 0] = 9.0
+    (pred,) = method.decode(outputs)
+    assert pred["instances"].sum() == 0 and len(pred["ids"]) == 0
+    with pytest.raises(LabkitError, match="iterations"):
+        method.decode(outputs, iterations=3)
+
+
+def test_merge_modes_groups_nearly_equal_vectors():
+    points = torch.tensor([[1.0, 0.0], [0.99, 0.05], [0.0, 1.0], [0.05, 0.99], [0.02, 1.0]])
+    modes = merge_modes(points, similarity=0.75)
+    assert modes.shape == (2, 2)
+    assert modes[0, 1] > 0.9 and modes[1, 0] > 0.9  # the three near (0, 1) first: most support
