@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
 from torch import Tensor
 
 from labkit.clustering._common import dedupe, nearest, row_chunks, sq_dist_mm, unique_rows
@@ -307,12 +308,11 @@ def merge_modes(modes: Tensor, intensity: Tensor, bandwidth: float) -> tuple[Ten
     m = modes.detach().cpu().double().numpy()
     s = intensity.detach().cpu().double().numpy()
     order = np.lexsort(tuple(m[:, j] for j in range(m.shape[1] - 1, -1, -1)) + (s,))[::-1]
-    m = m[order]
+    neighbours = cKDTree(m[order]).query_ball_point(m[order], r=bandwidth * (1 + 1e-9))
     keep = np.ones(len(m), dtype=bool)
-    limit = bandwidth * bandwidth * (1 + 1e-9)
-    for i in range(len(m)):
+    for i, near in enumerate(neighbours):
         if keep[i]:
-            keep[((m - m[i]) ** 2).sum(1) <= limit] = False
+            keep[near] = False
             keep[i] = True
     chosen = torch.as_tensor(order[keep].copy(), device=modes.device)
     return modes[chosen], intensity[chosen]

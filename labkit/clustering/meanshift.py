@@ -18,6 +18,8 @@ from labkit.errors import DataError
 
 #: below this many (seed, point) pairs the binned phase is skipped and every step is exact
 EXACT_PAIRS = 1 << 22
+#: the binned phase stops (and merges seeds) at this fraction of the bandwidth; the exact phase then polishes
+BINNED_TOL = 1e-2
 
 
 class MeanShift(ClusterMixin, BaseEstimator):
@@ -65,8 +67,9 @@ class MeanShift(ClusterMixin, BaseEstimator):
     3. Binned phase: all seeds are shifted together, in matrix form, against
        the cell centroids weighted by their counts, merging seeds that meet
        (``seeds x cells`` work instead of ``seeds x points``). This is an
-       approximation that only decides where the exact phase starts; it is
-       skipped when there are few (seed, point) pairs.
+       approximation that only decides where the exact phase starts (it
+       stops at ``1e-2 * bandwidth``); it is skipped when there are few
+       (seed, point) pairs.
     4. Exact phase: the surviving seeds are shifted against every point until
        each moves by less than ``1e-3 * bandwidth`` (scikit-learn's rule) or
        ``max_iter``; cells that lie outside a ball are skipped and, for the
@@ -185,7 +188,8 @@ class MeanShift(ClusterMixin, BaseEstimator):
         if len(seeds) * n > EXACT_PAIRS and len(cells.count) < n:
             cell_comp = index.component[index.cells.of_point[cells.first]]
             seeds, steps = _engine.shift_binned(
-                seeds, seed_comp, cells, cell_comp, self.kernel, bandwidth, reach, max_iter, tol, budget, sphere
+                seeds, seed_comp, cells, cell_comp, self.kernel, bandwidth, reach, max_iter, BINNED_TOL * bandwidth,
+                budget, sphere,
             )
         modes, intensity, n_iter = _engine.shift_exact(
             seeds, index, self.kernel, bandwidth, reach, max_iter, tol, budget, sphere
