@@ -73,18 +73,15 @@ def sq_dist_mm(a: Tensor, b: Tensor) -> Tensor:
     return d.clamp_min_(0)
 
 
-def sq_dist_direct(a: Tensor, b: Tensor) -> Tensor:
-    """Squared Euclidean distances ``[len(a), len(b)]`` from explicit differences (exact to rounding)."""
-    return ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
-
-
 def nearest(points: Tensor, centers: Tensor, budget: int = DEFAULT_CHUNK) -> tuple[Tensor, Tensor]:
     """Index of and squared distance to the nearest center for every point, chunked over points."""
     idx = torch.empty(len(points), dtype=torch.int64, device=points.device)
     dist = torch.empty(len(points), dtype=points.dtype, device=points.device)
+    c2 = (centers * centers).sum(1)[None, :]
     for rows in row_chunks(len(points), len(centers), budget):
-        d = sq_dist_mm(points[rows], centers)
-        dist[rows], idx[rows] = d.min(1)
+        p = points[rows]
+        partial, idx[rows] = torch.addmm(c2, p, centers.T, alpha=-2.0).min(1)  # |c|^2 - 2 p.c
+        dist[rows] = (partial + (p * p).sum(1)).clamp_min_(0)
     return idx, dist
 
 

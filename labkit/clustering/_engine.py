@@ -6,8 +6,9 @@ Two grids organise the points:
 
 * fine :class:`Cells` of side ``bandwidth`` (scikit-learn's seeding grid): the
   weighted cells of the binned phase;
-* a coarse :class:`Index` (a few hundred cells): it prunes the exact kernel
-  sums and its connected components split the work into independent groups.
+* a coarse :class:`Index` (a few hundred blocks of fine cells): it prunes the
+  exact kernel sums and its connected components split the work into
+  independent groups.
 """
 from __future__ import annotations
 
@@ -90,23 +91,42 @@ class Index:
         return self.component[nearest(positions, self.cells.centroid, budget)[0]]
 
 
-def make_index(work: Tensor, reach: float) -> Index:
-    """A coarse grid of at most about ``COARSE_CELLS`` cells (side ``2 reach`` doubled as needed)."""
-    side = 2.0 * reach
-    sample = work[:: max(1, len(work) // 4096)]
-    while len(unique_rows(torch.round(sample / side).to(torch.int64))[0]) > COARSE_CELLS // 2:
-        side *= 2.0
-    cells = make_cells(work, work, side)
-    order = torch.argsort(cells.of_point, stable=True)
-    start = torch.cumsum(cells.count, 0) - cells.count
-    n = len(cells.count)
-    d2 = sq_dist_mm(cells.centroid, cells.centroid)
-    scale = float((cells.centroid**2).sum(1).max())
-    limit = (cells.radius[:, None] + cells.radius[None, :] + reach) ** 2 * (1 + 1e-4) + 1e-5 * scale
+def make_index(work: Tensor, fine: Cells, reach: float) -> Index:
+    """Coarse cells: blocks of ``m^D`` fine cells, ``m`` the smallest power of two with ``m * side >= 2 reach``
+    that gives at most ``COARSE_CELLS`` cells (doubled as needed).
+
+    Built from the fine cells' statistics (no second pass over the points
+    but one sort); a coarse radius is the bound ``max |c_fine - c| + r_fine``.
+    """
+    m = 1
+    while m * fine.side < 2 * reach:
+        m *= 2
+    while True:
+        keys = torch.div(fine.key, m, rounding_mode="floor")
+        first, coarse_of_fine = unique_rows(keys)
+        if len(first) <= COARSE_CELLS or len(first) == 1:
+            break
+        m *= 2
+    n = len(first)
+    dtype, device = work.dtype, work.device
+    count = torch.zeros(n, dtype=torch.int64, device=device).index_add_(0, coarse_of_fine, fine.count)
+    weight = count.to(dtype)
+    sums = torch.zeros(n, work.shape[1], dtype=dtype, device=device).index_add_(0, coarse_of_fine, fine.sums)
+    centroid = sums / weight[:, None]
+    reach_of_fine = (fine.centroid - centroid[coarse_of_fine]).norm(dim=1) + fine.radius
+    radius = torch.zeros(n, dtype=dtype, device=device).scatter_reduce_(0, coarse_of_fine, reach_of_fine, "amax")
+    radius = radius * (1 + 1e-5) + 1e-6 * fine.side
+    of_point = coarse_of_fine[fine.of_point]
+    cells = Cells(m * fine.side, keys[first], fine.first[first], count, weight, sums, centroid, radius, of_point)
+    order = torch.argsort(of_point, stable=True)
+    start = torch.cumsum(count, 0) - count
+    d2 = sq_dist_mm(centroid, centroid)
+    scale = float((centroid**2).sum(1).max())
+    limit = (radius[:, None] + radius[None, :] + reach) ** 2 * (1 + 1e-4) + 1e-5 * scale
     rows, cols = (d2 <= limit).nonzero(as_tuple=True)
     graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows.cpu().numpy(), cols.cpu().numpy())), shape=(n, n))
     _, component = connected_components(graph, directed=False)
-    return Index(cells, work[order], start, torch.as_tensor(component, dtype=torch.int64, device=work.device))
+    return Index(cells, work[order], start, torch.as_tensor(component, dtype=torch.int64, device=device))
 
 
 def renormalise(x: Tensor, sphere: int) -> Tensor:

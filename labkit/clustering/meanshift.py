@@ -56,25 +56,30 @@ class MeanShift(ClusterMixin, BaseEstimator):
     clusters and an empty ``labels_``; NaN or infinite values raise
     :class:`labkit.errors.DataError`.
 
-    Algorithm (chosen for speed; memory bounded by chunking):
+    Algorithm (chosen for speed; memory bounded by chunking). scikit-learn
+    moves one seed at a time with a ball-tree query per step; here all seeds
+    move together as matrix products, and two grids keep the work local:
 
     1. Seeds are scikit-learn's: every point, the given ``seeds``, or with
        ``bin_seeding`` the cells of the grid ``round(X / bandwidth)`` holding at
        least ``min_bin_freq`` points (so a 64-pixel object still has a seed
        of its own).
-    2. The points are grouped into the same grid cells; each cell keeps its
-       count, sum, centroid and radius.
-    3. Binned phase: all seeds are shifted together, in matrix form, against
-       the cell centroids weighted by their counts, merging seeds that meet
-       (``seeds x cells`` work instead of ``seeds x points``). This is an
-       approximation that only decides where the exact phase starts (it
-       stops at ``1e-2 * bandwidth``); it is skipped when there are few
-       (seed, point) pairs.
-    4. Exact phase: the surviving seeds are shifted against every point until
-       each moves by less than ``1e-3 * bandwidth`` (scikit-learn's rule) or
-       ``max_iter``; cells that lie outside a ball are skipped and, for the
-       flat kernel, cells inside it are added whole, so the kernel sums are
-       exact. A seed whose ball is empty is dropped, as in scikit-learn.
+    2. Fine cells: the points grouped into that same grid; each cell keeps
+       its count, sum, centroid and radius. A coarse index: a grid of a few
+       hundred cells whose connected components (cells that could hold
+       points within reach of each other) split the data into independent
+       groups; well-separated objects land in different components.
+    3. Binned phase: every seed is shifted against the fine cells of its
+       component, each cell weighted by its count times the fraction of it
+       estimated inside the ball, merging seeds that meet: ``seeds x cells``
+       work per component instead of ``seeds x points``. This approximation
+       only decides where the exact phase starts (it stops at ``1e-2 *
+       bandwidth``); it is skipped when there are few (seed, point) pairs. A
+       seed whose ball cannot hold any point is dropped, as in scikit-learn.
+    4. Exact phase: the surviving seeds (a few per object) are shifted against
+       the points themselves, densely over the coarse cells within reach,
+       until each moves by at most ``1e-3 * bandwidth`` (scikit-learn's rule)
+       or ``max_iter``; a seed whose ball is empty is dropped.
     5. Post-processing is scikit-learn's: modes sorted by intensity suppress
        the modes within ``bandwidth``; every point goes to the nearest kept
        center (or -1 beyond ``bandwidth`` when ``cluster_all=False``).
@@ -181,7 +186,7 @@ class MeanShift(ClusterMixin, BaseEstimator):
         tol, budget, max_iter = 1e-3 * bandwidth, int(self.chunk_size), int(self.max_iter)
         reach = bandwidth if self.kernel == "flat" else float(self.truncate) * bandwidth
         cells = _engine.make_cells(centred, work, bandwidth)
-        index = _engine.make_index(centred, reach)
+        index = _engine.make_index(centred, cells, reach)
         seeds, seed_comp = self._seeds(work, shift, cells, index, bandwidth, budget)
         seeds = _engine.renormalise(seeds, sphere)
         steps = 0
