@@ -51,6 +51,21 @@ def test_gradcheck():
     x.requires_grad_(True)
     assert torch.autograd.gradcheck(lambda t: recurrent_mean_shift(t, iterations=3, eta=0.8)[-1], (x,))
     assert torch.autograd.gradcheck(lambda t: recurrent_mean_shift(t, iterations=2, normalize=True)[-1], (x,))
+    euclidean = (2 * x).detach().requires_grad_(True)
+    assert torch.autograd.gradcheck(
+        lambda t: recurrent_mean_shift(t, iterations=2, delta=2.0, kernel="gaussian")[-1], (euclidean,)
+    )
+
+
+def test_gaussian_kernel():
+    """GBMS: K_ij = exp(-delta |x_i - x_j|^2 / 2); kept on the sphere, the same steps as vMF."""
+    x = torch.randn(6, 2, dtype=torch.float64)
+    K = torch.exp(-2.0 * torch.cdist(x, x) ** 2 / 2)
+    expected = (K / K.sum(0, keepdim=True)).T @ x
+    torch.testing.assert_close(recurrent_mean_shift(x, iterations=1, delta=2.0, kernel="gaussian")[1], expected)
+    unit, _ = clusters_on_sphere(k=2, per=4, noise=0.4, seed=4)
+    torch.testing.assert_close(recurrent_mean_shift(unit, iterations=3, normalize=True, kernel="gaussian")[-1],
+                               recurrent_mean_shift(unit, iterations=3, normalize=True)[-1])
 
 
 def test_batched_masked_and_loss_accumulation():
@@ -77,3 +92,5 @@ def test_bad_input():
         recurrent_mean_shift(torch.tensor([[float("nan"), 1.0]]))
     with pytest.raises(DataError, match="eta"):
         recurrent_mean_shift(torch.ones(2, 2), eta=0.0)
+    with pytest.raises(DataError, match="kernel"):
+        recurrent_mean_shift(torch.ones(2, 2), kernel="flat")

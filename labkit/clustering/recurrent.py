@@ -52,6 +52,7 @@ def recurrent_mean_shift(
     delta: float | None = None,
     normalize: bool = False,
     mask: Tensor | None = None,
+    kernel: str = "vmf",
 ) -> list[Tensor]:
     """Unroll Eq. 3 for ``iterations`` loops; returns ``[X^0, X^1, ..., X^T]`` (``X^0`` is ``x`` itself).
 
@@ -64,6 +65,10 @@ def recurrent_mean_shift(
         normalize: re-project every iterate onto the unit sphere.
         mask: bool ``[N]`` or ``[B, N]``; points where it is False (padding)
             are left out of every kernel-weighted mean.
+        kernel: ``"vmf"`` (the paper's ``K = exp(delta X^T X)``) or
+            ``"gaussian"``, ``K = exp(-delta |x_i - x_j|^2 / 2)`` for Euclidean
+            embeddings (bandwidth ``delta ** -0.5``; Gaussian blurring mean shift).
+            On unit vectors the two give the same ``K D^-1``.
     """
     if x.ndim not in (2, 3):
         raise DataError(f"recurrent_mean_shift: x must be [N, D] or [B, N, D], got shape {tuple(x.shape)}")
@@ -71,6 +76,8 @@ def recurrent_mean_shift(
         raise DataError(f"recurrent_mean_shift: eta must be in (0, 1], got {eta}")
     if iterations < 0:
         raise DataError(f"recurrent_mean_shift: iterations must be >= 0, got {iterations}")
+    if kernel not in ("vmf", "gaussian"):
+        raise DataError(f"recurrent_mean_shift: kernel must be 'vmf' or 'gaussian', got {kernel!r}")
     if not bool(torch.isfinite(x).all()):
         raise DataError("recurrent_mean_shift: x contains NaN or infinite values")
     concentration = delta_from_margin(alpha) if delta is None else float(delta)
@@ -84,7 +91,11 @@ def recurrent_mean_shift(
     iterates = [x]
     current = batched
     for _ in range(iterations):
-        logits = concentration * current @ current.transpose(1, 2)  # [B, N, N]: row j holds delta x_j . x_i
+        gram = current @ current.transpose(1, 2)  # [B, N, N]: row j holds x_j . x_i
+        if kernel == "vmf":
+            logits = concentration * gram
+        else:  # -delta/2 |x_j - x_i|^2; the -delta/2 |x_j|^2 term is constant along the softmax's row
+            logits = concentration * (gram - 0.5 * (current * current).sum(-1)[:, None, :])
         if bias is not None:
             logits = logits + bias
         weights = F.softmax(logits, dim=-1)  # (K D^-1)^T
@@ -100,17 +111,19 @@ class RecurrentMeanShift(nn.Module):
 
     def __init__(
         self, alpha: float = 0.5, iterations: int = 10, eta: float = 1.0, delta: float | None = None,
-        normalize: bool = False,
+        normalize: bool = False, kernel: str = "vmf",
     ) -> None:
         super().__init__()
         self.delta = delta_from_margin(alpha) if delta is None else float(delta)
-        self.alpha, self.iterations, self.eta, self.normalize = alpha, iterations, eta, normalize
+        self.alpha, self.iterations, self.eta, self.normalize, self.kernel = alpha, iterations, eta, normalize, kernel
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> list[Tensor]:
         """``[X^0, ..., X^T]`` for embeddings ``x`` ``[N, D]`` or ``[B, N, D]``."""
         return recurrent_mean_shift(
-            x, iterations=self.iterations, eta=self.eta, delta=self.delta, normalize=self.normalize, mask=mask
+            x, iterations=self.iterations, eta=self.eta, delta=self.delta, normalize=self.normalize, mask=mask,
+            kernel=self.kernel,
         )
 
     def extra_repr(self) -> str:
-        return f"alpha={self.alpha}, delta={self.delta:g}, iterations={self.iterations}, eta={self.eta}"
+        return (f"alpha={self.alpha}, delta={self.delta:g}, iterations={self.iterations}, eta={self.eta}, "
+                f"kernel={self.kernel}")
