@@ -125,8 +125,11 @@ class MeanShift(ClusterMixin, BaseEstimator):
         if int(self.max_iter) < 0 or int(self.min_bin_freq) < 1:
             raise DataError(f"max_iter must be >= 0 and min_bin_freq >= 1, got {self.max_iter}, {self.min_bin_freq}")
         with torch.inference_mode():
-            work, dims, scale = self._features(points, coordinates)
-            centers, intensity, labels, n_iter = self._cluster(work, dims)
+            embed = _unit_rows(points, "X") if kernel == "vmf" else points
+            bandwidth = self._bandwidth(embed)
+            work, scale = self._features(embed, coordinates, bandwidth)
+            dims = points.shape[1]
+            centers, intensity, labels, n_iter = self._cluster(work, dims, bandwidth)
             centers = centers.clone()
             if scale is not None:
                 centers[:, dims:] /= scale
@@ -151,35 +154,30 @@ class MeanShift(ClusterMixin, BaseEstimator):
             points = _unit_rows(points, "X")
         return back(nearest(points, centers, int(self.chunk_size))[0])
 
-    def _features(self, points: Tensor, coordinates: Any) -> tuple[Tensor, int, float | None]:
-        """Working features: normalised for vMF, with scaled coordinates appended."""
-        work, dims = points, points.shape[1]
-        if self.kernel == "vmf":
-            work = _unit_rows(work, "X")
+    def _features(self, embed: Tensor, coordinates: Any, bandwidth: float) -> tuple[Tensor, float | None]:
+        """Working features: the embedding with the scaled coordinates appended, and the scale."""
         if coordinates is None:
-            return work, dims, None
+            return embed, None
         coords, _ = as_points(coordinates, "coordinates")
-        if coords.shape[0] != points.shape[0]:
-            raise DataError(f"coordinates have {coords.shape[0]} rows for {points.shape[0]} points")
+        if coords.shape[0] != embed.shape[0]:
+            raise DataError(f"coordinates have {coords.shape[0]} rows for {embed.shape[0]} points")
         if self.coord_bandwidth is None:
             raise DataError("coordinates given but coord_bandwidth is None; set MeanShift(coord_bandwidth=...)")
-        bandwidth = self._bandwidth(work)
         scale = bandwidth / check_bandwidth(self.coord_bandwidth, "coord_bandwidth")
-        coords = coords.to(work.device, work.dtype) * scale
-        return torch.cat([work, coords], 1), dims, scale
+        return torch.cat([embed, coords.to(embed.device, embed.dtype) * scale], 1), scale
 
-    def _bandwidth(self, work: Tensor) -> float:
-        if self.bandwidth is None:
-            return estimate_bandwidth(work)
-        return check_bandwidth(self.bandwidth)
+    def _bandwidth(self, embed: Tensor) -> float:
+        """The bandwidth, estimated on the embedding (without coordinates) when None."""
+        if self.bandwidth is not None:
+            return check_bandwidth(self.bandwidth)
+        return estimate_bandwidth(embed) if len(embed) else 1.0
 
-    def _cluster(self, work: Tensor, dims: int) -> tuple[Tensor, Tensor, Tensor, int]:
+    def _cluster(self, work: Tensor, dims: int, bandwidth: float) -> tuple[Tensor, Tensor, Tensor, int]:
         """``(centers, intensities, labels, n_iter)`` in working coordinates."""
         n, d = work.shape
         if n == 0:
             empty = work.new_zeros(0)
             return work.new_zeros(0, d), empty, torch.zeros(0, dtype=torch.int64, device=work.device), 0
-        bandwidth = self._bandwidth(work)
         sphere = dims if self.kernel == "vmf" else 0
         shift = work.new_zeros(d) if sphere else work.mean(0)
         centred = work - shift
