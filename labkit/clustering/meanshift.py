@@ -86,7 +86,12 @@ class MeanShift(ClusterMixin, BaseEstimator):
 
     On well-separated data this gives scikit-learn's clusters (same modes to
     ``1e-3 * bandwidth``) hundreds of times faster; ``benchmarks/bench_meanshift.py``
-    measures it.
+    measures it. One difference, from the binned phase only: a bin seed whose
+    ball is empty but that lies within ``bandwidth`` + a cell's radius of a
+    cell is moved towards that cell rather than dropped. In high dimensions a
+    tight cluster can have every grid corner farther than ``bandwidth`` from
+    all of its points; scikit-learn then drops all its seeds and merges the
+    cluster into a neighbour, labkit still finds its mode.
     """
 
     def __init__(
