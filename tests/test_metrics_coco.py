@@ -197,3 +197,17 @@ def test_agrees_with_the_usual_pycocotools_pipeline():
     ours = coco_mask_ap(preds, gts)
     assert 0.1 < ours["ap"] < 0.9 and ours["ap_s"] > 0 and ours["ap_m"] > 0  # no large object fits in 64x64
     assert [ours[k] for k in ("ap", "ap50", "ap75", "ap_s", "ap_m", "ap_l")] == pytest.approx(expected, abs=1e-12)
+
+
+def test_hundreds_of_predicted_fragments_in_one_image():
+    # 900 one-pixel fragments (an untrained model's output) besides a perfect hit on A, scored
+    # lowest: pycocotools' own mask.area overflows at 256 masks, the areas must not come from it.
+    fragments = np.zeros((64, 64), np.int64)
+    fragments[:10, :10] = 1
+    ys, xs = np.nonzero(fragments == 0)
+    fragments[ys[:900], xs[:900]] = np.arange(2, 902)
+    scores = [1.0] + [0.1] * 900
+    truth = gt(square((64, 64), A))
+    out = coco_mask_ap([pred(fragments, scores)], [truth], max_dets=1000)
+    # the hit ranks first: precision 1 at every recall level, fragments never match (IoU 0.01)
+    assert out["ap50"] == pytest.approx(1.0)

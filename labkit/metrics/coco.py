@@ -115,7 +115,8 @@ def _annotations(
     if masks.shape[2] == 0:
         return []
     rles = mask_util.encode(masks)
-    areas = mask_util.area(rles)
+    # pycocotools' mask.area overflows (uint8) for 256 or more masks at once: count the pixels here
+    areas = masks.sum(axis=(0, 1), dtype=np.int64)
     anns = []
     for k, rle in enumerate(rles):
         ann = {
