@@ -173,3 +173,13 @@ def test_cluster_embeddings_quality_and_assign_radius():
     assignment, quality = cluster_embeddings(points, bandwidth=0.5, assign_radius=0.5)
     assert assignment.tolist() == [0] * 12 + [-1]
     assert quality.tolist() == pytest.approx([1.0])
+
+
+def test_cluster_embeddings_merges_fragments_within_merge_radius():
+    """A 30-point cluster at 0 and a 5-point fragment at 1.0: two modes, merged at radius 1.5."""
+    points = torch.tensor([0.0] * 30 + [1.0] * 5)[:, None]
+    assignment, _ = cluster_embeddings(points, bandwidth=0.5, assign_radius=1.5, merge_radius=0.0)
+    assert len(set(assignment.tolist())) == 2
+    assignment, quality = cluster_embeddings(points, bandwidth=0.5, assign_radius=1.5, merge_radius=1.5)
+    assert assignment.tolist() == [0] * 35
+    assert quality.tolist() == pytest.approx([30 / 35])

@@ -72,7 +72,8 @@ class RecurrentParams:
     decode_iterations: int = 10  # loops at inference (Fig. 4)
     decode_pixels: int = 2000  # foreground pixels moved by mean shift at inference
     min_area: int = 8  # smallest instance kept, in pixels
-    width: int = 32  # UNet width
+    width: int = 16  # UNet width (channels of the first level)
+    depth: int = 4  # UNet downsamplings
     epochs: int = 40
     lr: float = 2e-3
 
@@ -99,9 +100,10 @@ class Recurrent(Method):
         return ("embedding",)
 
     def build_model(self, in_channels: int, num_classes: int, backbone: str = "unet", **backbone_kwargs: Any):
-        """The heads on ``backbone``; the UNet's ``width`` defaults to the method's."""
+        """The heads on ``backbone``; the UNet's ``width`` and ``depth`` default to the method's."""
         if backbone == "unet":
             backbone_kwargs.setdefault("width", int(self.defaults.width))
+            backbone_kwargs.setdefault("depth", int(self.defaults.depth))
         return super().build_model(in_channels, num_classes, backbone, **backbone_kwargs)
 
     def grouping_module(self, iterations: int | None = None):
