@@ -74,6 +74,7 @@ class DiscriminativeParams:
     merge_radius: float | None = None  # modes this close to a larger one merge into it; None = delta_d
     assign_radius: float | None = None  # pixels farther from every mode stay unlabelled; None = delta_d
     min_area: int = 8  # smallest instance kept, in pixels
+    max_seeds: int = 256  # mean-shift seeds tried per image and class (bounds the time on poor embeddings)
     width: int = 16  # UNet width (channels of the first level)
     depth: int = 4  # UNet downsamplings
     epochs: int = 40
@@ -117,7 +118,7 @@ class Discriminative(Method):
     def decode(self, outputs: Outputs, **params: Any) -> list[Prediction]:
         """One scored prediction per image; ``params`` override the decoding defaults.
 
-        Accepted: ``bandwidth``, ``merge_radius``, ``assign_radius``, ``min_area``, ``per_class``
+        Accepted: ``bandwidth``, ``merge_radius``, ``assign_radius``, ``min_area``, ``max_seeds``, ``per_class``
         and ``things`` (class ids that count as objects; default: every
         non-background class).
         """
@@ -126,7 +127,7 @@ class Discriminative(Method):
         return [self.decode_one(embedding[b], logits[b], **opts) for b in range(embedding.shape[0])]
 
     def _decode_options(self, params: dict[str, Any]) -> dict[str, Any]:
-        known = {"bandwidth", "merge_radius", "assign_radius", "min_area", "per_class", "things"}
+        known = {"bandwidth", "merge_radius", "assign_radius", "min_area", "max_seeds", "per_class", "things"}
         unknown = sorted(set(params) - known)
         if unknown:
             raise LabkitError(f"unknown decoding parameter(s) {unknown} for {self.key!r}; known: {sorted(known)}")
@@ -139,13 +140,14 @@ class Discriminative(Method):
             "merge_radius": float(p.delta_d if merge is None else merge),
             "assign_radius": float(p.delta_d if radius is None else radius),
             "min_area": int(params.get("min_area", p.min_area)),
+            "max_seeds": int(params.get("max_seeds", p.max_seeds)),
             "per_class": bool(params.get("per_class", p.per_class)),
             "things": params.get("things"),
         }
 
     def decode_one(
         self, embedding: Tensor, logits: Tensor, *, bandwidth: float, merge_radius: float,
-        assign_radius: float, min_area: int, per_class: bool, things: Any = None,
+        assign_radius: float, min_area: int, max_seeds: int, per_class: bool, things: Any = None,
     ) -> Prediction:
         """Cluster one image's embedding ``[D,H,W]`` inside the foreground of ``logits [K,H,W]``."""
         height, width = embedding.shape[1:]
@@ -158,7 +160,9 @@ class Discriminative(Method):
         qualities = []
         for g in torch.unique(groups[fg]).tolist():
             index = ((groups == g) & fg).reshape(-1).nonzero(as_tuple=True)[0]
-            assignment, quality = cluster_embeddings(points[index], bandwidth, assign_radius, merge_radius)
+            assignment, quality = cluster_embeddings(
+                points[index], bandwidth, assign_radius, merge_radius, min_size=min_area, max_seeds=max_seeds
+            )
             offset = len(qualities)
             labels[index] = torch.where(assignment >= 0, assignment + 1 + offset, 0)
             qualities.extend(quality.tolist())
@@ -168,11 +172,14 @@ class Discriminative(Method):
 
 
 def cluster_embeddings(
-    points: Tensor, bandwidth: float, assign_radius: float, merge_radius: float = 0.0, seed: int = 0
+    points: Tensor, bandwidth: float, assign_radius: float, merge_radius: float = 0.0, *,
+    min_size: int = 1, max_seeds: int = 1000, seed: int = 0,
 ) -> tuple[Tensor, Tensor]:
     """Seeded mean shift of ``points [N, D]``; ``(assignment [N], quality [M])``.
 
-    The modes come from :func:`labkit.clustering.seeded_mean_shift`; modes
+    The modes come from :func:`labkit.clustering.seeded_mean_shift` (at most
+    ``max_seeds`` seeds; a ball adding fewer than ``min_size`` new points
+    makes no mode); modes
     closer than ``merge_radius`` to a mode with more points are dropped (the
     larger one absorbs them).  ``assignment`` is then the index of each point's
     nearest mode, ``-1`` for a point farther than ``assign_radius`` from every
@@ -182,7 +189,7 @@ def cluster_embeddings(
     from labkit.clustering import seeded_mean_shift
 
     points = points.float()
-    modes, _ = seeded_mean_shift(points, bandwidth, seed=seed)
+    modes, _ = seeded_mean_shift(points, bandwidth, min_size=min_size, max_tries=max_seeds, seed=seed)
     if len(modes) == 0:
         return torch.full((len(points),), -1, dtype=torch.int64, device=points.device), points.new_zeros(0)
     if merge_radius > 0 and len(modes) > 1:
