@@ -183,3 +183,53 @@ def test_cluster_embeddings_merges_fragments_within_merge_radius():
     assignment, quality = cluster_embeddings(points, bandwidth=0.5, assign_radius=1.5, merge_radius=1.5)
     assert assignment.tolist() == [0] * 35
     assert quality.tolist() == pytest.approx([30 / 35])
+
+
+@pytest.mark.slow
+def test_short_cpu_training_improves_ap50(tmp_path):
+    from embedding_scenes import coloured_squares
+
+    from labkit.evaluation import evaluate
+    from labkit.train import train
+
+    train_set, test_set = coloured_squares(16), coloured_squares(8, seed=1)
+    method = methods.get("discriminative", width=8, depth=2)
+    torch.manual_seed(0)
+    model = method.build_model(in_channels=3, num_classes=2)
+    before = evaluate(method, model, test_set, progress=False)["ap50"]
+    train(method, model, train_set, out_dir=tmp_path, epochs=25, batch_size=4, lr=1e-2, progress=False)
+    after = evaluate(method, model, test_set, progress=False)["ap50"]
+    assert after > before + 0.5
+    assert after > 0.8
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", ["discriminative", "recurrent"])
+def test_cli_train_evaluate_predict_on_a_16bit_instance_folder(key, tmp_path, capsys):
+    """A user's folder of 16-bit grayscale images with instance masks, no code change."""
+    import json
+
+    import numpy as np
+    from embedding_scenes import microscopy_folder
+    from PIL import Image
+
+    from labkit.cli import main
+
+    folder = microscopy_folder(tmp_path / "cells")
+    run = tmp_path / "run"
+    assert main(["train", "--method", key, "--data", str(folder), "--out", str(run), "--epochs", "2",
+                 "--crop", "32", "--batch-size", "2", "--device", "cpu", "--set", "width=8", "depth=2"]) == 0
+    assert main(["evaluate", "--checkpoint", str(run / "model.pt"), "--data", str(folder),
+                 "--json", str(tmp_path / "eval.json")]) == 0
+    results = json.loads((tmp_path / "eval.json").read_text())
+    assert results["method"] == key and results["n_images"] == 3 and 0.0 <= results["ap50"] <= 1.0
+    assert main(["predict", "--checkpoint", str(run / "model.pt"), "--input", str(folder),
+                 "--out", str(tmp_path / "pred")]) == 0
+    mask = np.asarray(Image.open(tmp_path / "pred" / "cell0.png"))
+    assert mask.dtype == np.uint16 and mask.shape == (40, 40)
+    index = json.loads((tmp_path / "pred" / "predictions.json").read_text())["images"]
+    assert set(index) == {"cell0", "cell1", "cell2"}
+    entry = index["cell0"]
+    assert len(entry["ids"]) == len(entry["classes"]) == len(entry["scores"])
+    assert set(entry["ids"]) == set(np.unique(mask[mask > 0]).tolist())
+    capsys.readouterr()

@@ -188,3 +188,21 @@ def test_merge_modes_groups_nearly_equal_vectors():
     modes = merge_modes(points, similarity=0.75)
     assert modes.shape == (2, 2)
     assert modes[0, 1] > 0.9 and modes[1, 0] > 0.9  # the three near (0, 1) first: most support
+
+
+@pytest.mark.slow
+def test_short_cpu_training_improves_ap50(tmp_path):
+    from embedding_scenes import coloured_squares
+
+    from labkit.evaluation import evaluate
+    from labkit.train import train
+
+    train_set, test_set = coloured_squares(16), coloured_squares(8, seed=1)
+    method = methods.get("recurrent", embedding_dim=4, width=8, depth=2)
+    torch.manual_seed(0)
+    model = method.build_model(in_channels=3, num_classes=2)
+    before = evaluate(method, model, test_set, progress=False)
+    train(method, model, train_set, out_dir=tmp_path, epochs=25, batch_size=4, lr=1e-2, progress=False)
+    after = evaluate(method, model, test_set, progress=False)
+    assert after["ap50"] > before["ap50"] + 0.5
+    assert after["ar50@10"] > 0.8

@@ -74,7 +74,7 @@ class DiscriminativeParams:
     merge_radius: float | None = None  # modes this close to a larger one merge into it; None = delta_d
     assign_radius: float | None = None  # pixels farther from every mode stay unlabelled; None = delta_d
     min_area: int = 8  # smallest instance kept, in pixels
-    max_seeds: int = 256  # mean-shift seeds tried per image and class (bounds the time on poor embeddings)
+    max_seeds: int | None = None  # seeds tried per image and class; None = max(256, pixels / 64)
     width: int = 16  # UNet width (channels of the first level)
     depth: int = 4  # UNet downsamplings
     epochs: int = 40
@@ -140,14 +140,14 @@ class Discriminative(Method):
             "merge_radius": float(p.delta_d if merge is None else merge),
             "assign_radius": float(p.delta_d if radius is None else radius),
             "min_area": int(params.get("min_area", p.min_area)),
-            "max_seeds": int(params.get("max_seeds", p.max_seeds)),
+            "max_seeds": params.get("max_seeds", p.max_seeds),
             "per_class": bool(params.get("per_class", p.per_class)),
             "things": params.get("things"),
         }
 
     def decode_one(
         self, embedding: Tensor, logits: Tensor, *, bandwidth: float, merge_radius: float,
-        assign_radius: float, min_area: int, max_seeds: int, per_class: bool, things: Any = None,
+        assign_radius: float, min_area: int, max_seeds: int | None, per_class: bool, things: Any = None,
     ) -> Prediction:
         """Cluster one image's embedding ``[D,H,W]`` inside the foreground of ``logits [K,H,W]``."""
         height, width = embedding.shape[1:]
@@ -160,8 +160,9 @@ class Discriminative(Method):
         qualities = []
         for g in torch.unique(groups[fg]).tolist():
             index = ((groups == g) & fg).reshape(-1).nonzero(as_tuple=True)[0]
+            seeds = max(256, len(index) // 64) if max_seeds is None else int(max_seeds)
             assignment, quality = cluster_embeddings(
-                points[index], bandwidth, assign_radius, merge_radius, min_size=min_area, max_seeds=max_seeds
+                points[index], bandwidth, assign_radius, merge_radius, min_size=min_area, max_seeds=seeds
             )
             offset = len(qualities)
             labels[index] = torch.where(assignment >= 0, assignment + 1 + offset, 0)
