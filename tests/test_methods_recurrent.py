@@ -206,3 +206,15 @@ def test_short_cpu_training_improves_ap50(tmp_path):
     after = evaluate(method, model, test_set, progress=False)
     assert after["ap50"] > before["ap50"] + 0.5
     assert after["ar50@10"] > 0.8
+
+
+def test_look_alike_objects_in_different_places_are_split_unless_disabled():
+    method = methods.get("recurrent")
+    batch = scene()
+    outputs = simplex_outputs(batch)
+    same = batch["instances"][0] == 9
+    outputs["embedding"][0][:, same] = outputs["embedding"][0][:, batch["instances"][0] == 5][:, :1]
+    outputs["semantic"][0][:, same] = outputs["semantic"][0][:, batch["instances"][0] == 5][:, :1]
+    assert len(method.decode(outputs)[0]["ids"]) == 2
+    (merged,) = method.decode(outputs, split_components=False)
+    assert len(merged["ids"]) == 1 and torch.equal(merged["instances"] > 0, batch["instances"][0] > 0)

@@ -54,7 +54,9 @@ from labkit.errors import LabkitError
 from labkit.losses import discriminative_loss
 from labkit.methods import register
 from labkit.methods.base import Batch, Method, Outputs, Prediction
-from labkit.methods.embedding import build_prediction, empty_prediction, foreground, semantic_target
+from labkit.methods.embedding import (
+    build_prediction, empty_prediction, foreground, semantic_target, split_components,
+)
 from labkit.methods.semantic import semantic_cross_entropy
 
 
@@ -75,6 +77,7 @@ class DiscriminativeParams:
     assign_radius: float | None = None  # pixels farther from every mode stay unlabelled; None = delta_d
     min_area: int = 8  # smallest instance kept, in pixels
     max_seeds: int | None = None  # seeds tried per image and class; None = max(256, pixels / 64)
+    split_components: bool = False  # spatially separate pieces of one cluster become separate instances
     width: int = 16  # UNet width (channels of the first level)
     depth: int = 4  # UNet downsamplings
     epochs: int = 40
@@ -118,7 +121,8 @@ class Discriminative(Method):
     def decode(self, outputs: Outputs, **params: Any) -> list[Prediction]:
         """One scored prediction per image; ``params`` override the decoding defaults.
 
-        Accepted: ``bandwidth``, ``merge_radius``, ``assign_radius``, ``min_area``, ``max_seeds``, ``per_class``
+        Accepted: ``bandwidth``, ``merge_radius``, ``assign_radius``, ``min_area``, ``max_seeds``,
+        ``split_components`` (off by default: a stick crossed by another is in two pieces), ``per_class``
         and ``things`` (class ids that count as objects; default: every
         non-background class).
         """
@@ -127,7 +131,10 @@ class Discriminative(Method):
         return [self.decode_one(embedding[b], logits[b], **opts) for b in range(embedding.shape[0])]
 
     def _decode_options(self, params: dict[str, Any]) -> dict[str, Any]:
-        known = {"bandwidth", "merge_radius", "assign_radius", "min_area", "max_seeds", "per_class", "things"}
+        known = {
+            "bandwidth", "merge_radius", "assign_radius", "min_area", "max_seeds", "split_components", "per_class",
+            "things",
+        }
         unknown = sorted(set(params) - known)
         if unknown:
             raise LabkitError(f"unknown decoding parameter(s) {unknown} for {self.key!r}; known: {sorted(known)}")
@@ -141,13 +148,15 @@ class Discriminative(Method):
             "assign_radius": float(p.delta_d if radius is None else radius),
             "min_area": int(params.get("min_area", p.min_area)),
             "max_seeds": params.get("max_seeds", p.max_seeds),
+            "split": bool(params.get("split_components", p.split_components)),
             "per_class": bool(params.get("per_class", p.per_class)),
             "things": params.get("things"),
         }
 
     def decode_one(
         self, embedding: Tensor, logits: Tensor, *, bandwidth: float, merge_radius: float,
-        assign_radius: float, min_area: int, max_seeds: int | None, per_class: bool, things: Any = None,
+        assign_radius: float, min_area: int, max_seeds: int | None, split: bool, per_class: bool,
+        things: Any = None,
     ) -> Prediction:
         """Cluster one image's embedding ``[D,H,W]`` inside the foreground of ``logits [K,H,W]``."""
         height, width = embedding.shape[1:]
@@ -167,9 +176,10 @@ class Discriminative(Method):
             offset = len(qualities)
             labels[index] = torch.where(assignment >= 0, assignment + 1 + offset, 0)
             qualities.extend(quality.tolist())
-        return build_prediction(
-            labels.reshape(height, width), probs, torch.tensor(qualities), min_area=min_area
-        )
+        labels, quality = labels.reshape(height, width), torch.tensor(qualities)
+        if split:
+            labels, quality = split_components(labels, quality)
+        return build_prediction(labels, probs, quality, min_area=min_area)
 
 
 def cluster_embeddings(

@@ -17,7 +17,9 @@ turns the resulting cluster map into a prediction (DESIGN.md, "Data contract"):
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
+from scipy import ndimage
 from torch import Tensor
 
 from labkit.methods.base import Batch, Prediction
@@ -106,3 +108,23 @@ def semantic_target(batch: Batch) -> Tensor:
     if semantic is None:
         semantic = (batch["instances"] > 0).long()
     return semantic
+
+
+def split_components(labels: Tensor, quality: Tensor) -> tuple[Tensor, Tensor]:
+    """Give every 8-connected piece of every cluster its own label.
+
+    A translation-equivariant network can map two look-alike objects in
+    different places to the same embedding; their pixels then form one
+    cluster of several separate pieces.  ``labels`` int ``[H,W]`` (0 = none,
+    ``k`` = cluster ``k-1``), ``quality [N]``; returns the new label map and
+    the quality of each piece (its cluster's).
+    """
+    arr = labels.cpu().numpy()
+    out = np.zeros_like(arr)
+    pieces: list[float] = []
+    for k in np.unique(arr[arr > 0]).tolist():
+        components, n = ndimage.label(arr == k, structure=np.ones((3, 3)))
+        inside = components > 0
+        out[inside] = components[inside] + len(pieces)
+        pieces.extend([float(quality[k - 1])] * n)
+    return torch.from_numpy(out).to(labels.device), torch.tensor(pieces, dtype=torch.float32)
