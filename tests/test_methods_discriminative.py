@@ -141,11 +141,12 @@ def test_decode_scores_rank_an_uncertain_instance_below_a_confident_one():
     batch = two_square_batch()
     outputs = perfect_outputs(batch)
     unsure = batch["instances"][0] == 8
-    outputs["semantic"][0][:, unsure] = torch.tensor([0.0, -5.0, 1.0])[:, None]  # p(class 2) = 0.73
+    outputs["semantic"][0][:, unsure] = torch.tensor([0.0, -5.0, 1.0])[:, None]  # p(foreground) = 0.73
     pred = method.decode(outputs)[0]
     scores = {int(batch["instances"][0][pred["instances"] == pid].mode().values): s
               for pid, s in zip(pred["ids"].tolist(), pred["scores"].tolist())}
-    assert scores[3] > 0.99 and scores[8] == pytest.approx(torch.softmax(torch.tensor([0.0, -5.0, 1.0]), 0)[2].item())
+    p_background = torch.softmax(torch.tensor([0.0, -5.0, 1.0]), 0)[0].item()
+    assert scores[3] > 0.99 and scores[8] == pytest.approx(1 - p_background)
     assert pred["scores"].tolist() == sorted(pred["scores"].tolist(), reverse=True)
 
 

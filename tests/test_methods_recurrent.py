@@ -218,3 +218,17 @@ def test_look_alike_objects_in_different_places_are_split_unless_disabled():
     assert len(method.decode(outputs)[0]["ids"]) == 2
     (merged,) = method.decode(outputs, split_components=False)
     assert len(merged["ids"]) == 1 and torch.equal(merged["instances"] > 0, batch["instances"][0] > 0)
+
+
+def test_split_keeps_crumbs_with_the_main_piece():
+    from labkit.methods.embedding import split_components
+
+    labels = torch.zeros(12, 12, dtype=torch.int64)
+    labels[1:5, 1:5] = 1  # 16 px
+    labels[8:11, 8:11] = 1  # 9 px: >= 0.25 * 16, a piece of its own
+    labels[0, 11] = 1  # 1 px crumb: stays with the main piece
+    labels[6:8, 0:3] = 2
+    out, quality = split_components(labels, torch.tensor([0.9, 0.4]))
+    assert quality.tolist() == pytest.approx([0.9, 0.9, 0.4])
+    assert out[1, 1] == out[0, 11] != out[9, 9]
+    assert len(out.unique()) == 4

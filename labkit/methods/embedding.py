@@ -9,11 +9,13 @@ turns the resulting cluster map into a prediction (DESIGN.md, "Data contract"):
 * an instance's class is the majority *foreground* class predicted under it
   (argmax over classes ``1..K-1``, so it is never background);
 * its score is ``confidence * quality``: ``confidence`` is the mean predicted
-  probability of that class over the instance's pixels and ``quality`` (in
-  ``[0, 1]``) a per-cluster compactness supplied by the method.  Both are
-  needed for AP to be meaningful: a blob the semantic head is unsure about, or
-  a loose cluster that mean shift barely held together, ranks below a
-  confident, tight one.
+  foreground probability ``1 - p(background)`` over the instance's pixels and
+  ``quality`` (in ``[0, 1]``) a per-cluster compactness supplied by the
+  method.  Both are needed for AP to be meaningful: a blob the semantic head
+  is unsure about, or a loose cluster that mean shift barely held together,
+  ranks below a confident, tight one.  (The class probability is left out:
+  with many classes, e.g. ten digits, it is low for every instance early in
+  training and would only add noise to the ranking.)
 """
 from __future__ import annotations
 
@@ -87,7 +89,7 @@ def build_prediction(
         (cluster, best), torch.ones_like(best, dtype=torch.float32), accumulate=True
     )
     cls = votes.argmax(dim=1)  # [N], foreground class index - 1
-    pixel_conf = fg_classes[cls[cluster], torch.arange(len(cluster), device=labels.device)].float()
+    pixel_conf = 1 - probs[0].reshape(-1)[inside].float()
     confidence = torch.zeros(n, device=labels.device).index_add_(0, cluster, pixel_conf) / area.clamp(min=1)
     scores = (confidence * quality.clamp(0, 1)).clamp(0, 1)
     keep = (area >= max(int(min_area), 1)).nonzero(as_tuple=True)[0]
@@ -110,21 +112,30 @@ def semantic_target(batch: Batch) -> Tensor:
     return semantic
 
 
-def split_components(labels: Tensor, quality: Tensor) -> tuple[Tensor, Tensor]:
-    """Give every 8-connected piece of every cluster its own label.
+def split_components(labels: Tensor, quality: Tensor, min_fraction: float = 0.25) -> tuple[Tensor, Tensor]:
+    """Give every substantial 8-connected piece of every cluster its own label.
 
     A translation-equivariant network can map two look-alike objects in
     different places to the same embedding; their pixels then form one
-    cluster of several separate pieces.  ``labels`` int ``[H,W]`` (0 = none,
-    ``k`` = cluster ``k-1``), ``quality [N]``; returns the new label map and
-    the quality of each piece (its cluster's).
+    cluster of several separate pieces.  A piece becomes an instance of its
+    own when it has at least ``min_fraction`` of the pixels of its cluster's
+    largest piece; smaller crumbs (a ragged foreground) stay with the largest
+    piece.  ``labels`` int ``[H,W]`` (0 = none, ``k`` = cluster ``k-1``),
+    ``quality [N]``; returns the new label map and each label's quality (its
+    cluster's).
     """
     arr = labels.cpu().numpy()
     out = np.zeros_like(arr)
     pieces: list[float] = []
     for k in np.unique(arr[arr > 0]).tolist():
         components, n = ndimage.label(arr == k, structure=np.ones((3, 3)))
+        sizes = np.bincount(components.ravel(), minlength=n + 1)[1:]
+        own = sizes >= min_fraction * sizes.max()
+        largest = int(sizes.argmax())
+        new_label = np.zeros(n + 1, dtype=arr.dtype)
+        new_label[1:][own] = len(pieces) + 1 + np.arange(int(own.sum()))
+        new_label[1:][~own] = new_label[1 + largest]
         inside = components > 0
-        out[inside] = components[inside] + len(pieces)
-        pieces.extend([float(quality[k - 1])] * n)
+        out[inside] = new_label[components[inside]]
+        pieces.extend([float(quality[k - 1])] * int(own.sum()))
     return torch.from_numpy(out).to(labels.device), torch.tensor(pieces, dtype=torch.float32)
