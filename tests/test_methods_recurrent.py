@@ -232,3 +232,14 @@ def test_split_keeps_crumbs_with_the_main_piece():
     assert quality.tolist() == pytest.approx([0.9, 0.9, 0.4])
     assert out[1, 1] == out[0, 11] != out[9, 9]
     assert len(out.unique()) == 4
+
+
+def test_foreground_is_background_probability_below_one_half():
+    from labkit.methods.embedding import foreground
+
+    logits = torch.zeros(11, 2, 2)
+    logits[0] = 1.0  # p(background) = e / (e + 10) = 0.21 < 0.5, yet background is the argmax
+    probs, mask = foreground(logits)
+    assert probs.argmax(0).eq(0).all() and mask.all()
+    _, mask = foreground(logits, things=[3])
+    assert not mask.any()  # the best foreground class (1, ties go first) is not a thing

@@ -163,7 +163,7 @@ class Discriminative(Method):
         probs, fg = foreground(logits, things)
         if not fg.any():
             return empty_prediction(height, width, embedding.device)
-        groups = probs.argmax(dim=0) if per_class else fg.long()
+        groups = probs[1:].argmax(dim=0) + 1 if per_class else fg.long()
         points = embedding.reshape(embedding.shape[0], -1).t()
         labels = torch.zeros(height * width, dtype=torch.int64, device=embedding.device)
         qualities = []

@@ -30,13 +30,16 @@ from labkit.methods.base import Batch, Prediction
 def foreground(logits: Tensor, things: tuple[int, ...] | list[int] | None = None) -> tuple[Tensor, Tensor]:
     """``(probabilities [K,H,W], mask [H,W])`` of one image's semantic logits ``[K,H,W]``.
 
-    A pixel is foreground when its most likely class is not background (and,
-    when ``things`` is given, is one of those countable classes).
+    A pixel is foreground when the background probability is below 1/2 (not
+    when background is merely the single most likely class: with ten digit
+    classes sharing the foreground probability, background would win the
+    argmax on most object pixels) and, when ``things`` is given, its most
+    likely foreground class is one of those countable classes.
     """
     probs = torch.softmax(logits.float(), dim=0)
-    best = probs.argmax(dim=0)
-    mask = best != 0
+    mask = probs[0] < 0.5
     if things is not None:
+        best = probs[1:].argmax(dim=0) + 1
         mask &= torch.isin(best, torch.as_tensor(list(things), dtype=best.dtype, device=best.device))
     return probs, mask
 
