@@ -185,10 +185,10 @@ class Recurrent(Method):
             "delta": float(params.get("delta") or self.delta),
             "things": params.get("things"),
         }
-        generator = torch.Generator().manual_seed(int(params.get("seed", 0)))
+        seed = int(params.get("seed", 0))
         embedding, logits = outputs["embedding"].detach(), outputs["semantic"].detach()
-        return [
-            self.decode_one(embedding[b], logits[b], generator=generator, **opts)
+        return [  # one generator per image: a prediction does not depend on the batch it came in
+            self.decode_one(embedding[b], logits[b], generator=torch.Generator().manual_seed(seed), **opts)
             for b in range(embedding.shape[0])
         ]
 
