@@ -38,10 +38,14 @@ def check_06_bandwidth_tuning(m: dict) -> None:
 def check_01_discriminative_loss(m: dict) -> None:
     assert m["sticks"]["ap50"] > m["sticks"]["ap50_untrained"]
     assert m["shapes"]["ap50"] > m["shapes"]["ap50_untrained"]
+    assert m["sticks"]["ap50"] > m["watershed_sticks_ap50"], "the embedding should beat watershed on crossed sticks"
+    assert 0.0 <= m["sticks_box_iou_mean"] <= 1.0
 
 
 def check_02_recurrent_mean_shift(m: dict) -> None:
     assert m["ar@10"] > m["ar@10_untrained"]
+    assert m["ar50@10"] > m["ar50@10_untrained"]
+    assert m["dim64"]["ar@10"] > m["dim64"]["ar@10_untrained"]
 
 
 CHECKS = {
