@@ -41,15 +41,21 @@ class UNet(nn.Module):
     ``depth`` is the number of 2x downsamplings; level ``i`` has
     ``width * 2**i`` channels. Inputs whose height or width is not a multiple
     of ``2**depth`` are padded (replicating the border) and the output is
-    cropped back, so any ``H, W >= 1`` works.
+    cropped back, so any ``H, W >= 1`` works. ``coords`` appends the
+    coordinate channels of :func:`coordinate_channels` to the input.
     """
 
-    def __init__(self, in_channels: int, width: int = 16, depth: int = 3) -> None:
+    def __init__(
+        self, in_channels: int, width: int = 16, depth: int = 3, coords: bool = False, coord_scale: float = 64.0
+    ) -> None:
         super().__init__()
         if width < 1 or depth < 1:
             raise LabkitError(f"UNet needs width >= 1 and depth >= 1, got width={width}, depth={depth}")
+        if coord_scale <= 0:
+            raise LabkitError(f"coord_scale must be > 0, got {coord_scale}")
         channels = [width * 2**i for i in range(depth + 1)]
-        self.stem = ConvBlock(in_channels, channels[0])
+        self.coords, self.coord_scale = bool(coords), float(coord_scale)
+        self.stem = ConvBlock(in_channels + 2 * self.coords, channels[0])
         self.down = nn.ModuleList(ConvBlock(channels[i], channels[i + 1]) for i in range(depth))
         self.up = nn.ModuleList(
             nn.ConvTranspose2d(channels[i + 1], channels[i], 2, stride=2) for i in reversed(range(depth))
@@ -58,9 +64,13 @@ class UNet(nn.Module):
         self.depth = depth
         self.out_channels = width
         self.config = {"width": width, "depth": depth}
+        if self.coords:
+            self.config |= {"coords": True, "coord_scale": self.coord_scale}
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         height, width = image.shape[-2:]
+        if self.coords:
+            image = torch.cat([image, coordinate_channels(image, self.coord_scale)], dim=1)
         multiple = 2**self.depth
         pad_h, pad_w = -height % multiple, -width % multiple
         x = F.pad(image, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else image
@@ -72,3 +82,12 @@ class UNet(nn.Module):
         for up, fuse, skip in zip(self.up, self.fuse, reversed(skips)):
             x = fuse(torch.cat([up(x), skip], dim=1))
         return x[..., :height, :width]
+
+
+def coordinate_channels(image: torch.Tensor, scale: float = 64.0) -> torch.Tensor:
+    """``[B, 2, H, W]``: each pixel's (row, column) offset from the image centre, in units of ``scale`` pixels."""
+    batch, _, height, width = image.shape
+    rows = (torch.arange(height, device=image.device, dtype=image.dtype) - (height - 1) / 2) / scale
+    cols = (torch.arange(width, device=image.device, dtype=image.dtype) - (width - 1) / 2) / scale
+    grid = torch.stack(torch.meshgrid(rows, cols, indexing="ij"))
+    return grid.expand(batch, 2, height, width)
