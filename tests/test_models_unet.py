@@ -71,3 +71,44 @@ def test_unknown_backbone_lists_choices():
 def test_bad_arguments_raise_labkit_errors(heads, normalized, kw, match):
     with pytest.raises(LabkitError, match=match):
         build_model(1, heads, normalized=normalized, **kw)
+
+
+def test_coordinate_channels_are_centred_and_in_fixed_pixel_units():
+    from labkit.models.unet import coordinate_channels
+
+    grid = coordinate_channels(torch.zeros(2, 1, 3, 5), scale=2.0)
+    assert grid.shape == (2, 2, 3, 5)
+    torch.testing.assert_close(grid[0, 0, :, 0], torch.tensor([-0.5, 0.0, 0.5]))
+    torch.testing.assert_close(grid[1, 1, 0], torch.tensor([-1.0, -0.5, 0.0, 0.5, 1.0]))
+    # the unit does not depend on the image size: neighbouring pixels differ by 1/scale everywhere
+    big = coordinate_channels(torch.zeros(1, 1, 40, 40), scale=2.0)
+    torch.testing.assert_close(big[0, 1, 0, 1:] - big[0, 1, 0, :-1], torch.full((39,), 0.5))
+
+
+def test_coords_tell_identical_objects_apart_and_survive_a_rebuild():
+    image = torch.zeros(1, 2, 64, 128)  # squares far from the borders (beyond the receptive field)
+    image[:, :, 30:34, 40:44] = 1.0
+    image[:, :, 30:34, 80:84] = 1.0  # the same square, 40 px to the right
+    plain, with_coords = tiny(), tiny(coords=True, coord_scale=16.0)
+    a = plain(image)["seed"][0, 0]
+    torch.testing.assert_close(a[30:34, 40:44], a[30:34, 80:84])  # translation-equivariant: identical features
+    b = with_coords(image)["seed"][0, 0]
+    assert not torch.allclose(b[30:34, 40:44], b[30:34, 80:84], atol=1e-3)
+    assert with_coords.config["coords"] is True and with_coords.config["coord_scale"] == 16.0
+    rebuilt = build_model(**with_coords.config)
+    rebuilt.load_state_dict(with_coords.state_dict())
+    torch.testing.assert_close(rebuilt(image)["seed"], with_coords(image)["seed"])
+
+
+def test_separate_heads_have_their_own_backbone():
+    model = tiny(separate=("seed",))
+    assert model.config["separate"] == ("seed",)
+    image = torch.rand(1, 2, 12, 12)
+    model(image)["seed"].sum().backward()
+    assert model.own_backbones["seed"].stem[0].weight.grad.abs().sum() > 0
+    assert model.backbone.stem[0].weight.grad is None  # the shared backbone feeds only "embedding"
+    rebuilt = build_model(**model.config)
+    rebuilt.load_state_dict(model.state_dict())
+    torch.testing.assert_close(rebuilt(image)["seed"], model(image)["seed"])
+    with pytest.raises(LabkitError, match="separate heads"):
+        tiny(separate=("nope",))

@@ -8,7 +8,8 @@ resolution and ``model.config`` rebuilds the model:
 
 Backbones and their keyword arguments:
 
-- ``"unet"``: ``width=16, depth=3`` (:class:`~labkit.models.unet.UNet`, GroupNorm, CPU-sized).
+- ``"unet"``: ``width=16, depth=3, coords=False, coord_scale=64`` (:class:`~labkit.models.unet.UNet`,
+  GroupNorm, CPU-sized; ``coords`` appends pixel-coordinate input channels).
 - ``"resnet50"``, ``"resnet101"``: ``weights=None, decoder_channels=128``
   (:class:`~labkit.models.resnet.ResNetBackbone`, output stride 8, GPU-sized).
 """
@@ -42,11 +43,14 @@ def build_model(
     heads: dict[str, int],
     normalized: tuple[str, ...] | list[str] = (),
     backbone: str = "unet",
+    separate: tuple[str, ...] | list[str] = (),
     **kw: Any,
 ) -> DenseModel:
     """A backbone with one 1x1-conv head per entry of ``heads`` (name -> channels).
 
-    Heads in ``normalized`` output unit vectors (L2 over channels). ``kw``
+    Heads in ``normalized`` output unit vectors (L2 over channels). Heads in
+    ``separate`` get a backbone of their own (same kind and arguments), so
+    their training does not compete with the other heads for features. ``kw``
     goes to the backbone (see the module docstring). Raises
     :class:`UnknownKeyError` for an unknown backbone and :class:`LabkitError`
     for bad heads or backbone arguments.
@@ -56,6 +60,9 @@ def build_model(
             f"unknown backbone {backbone!r}; choices: {', '.join(available_backbones())}"
         )
     _check_heads(heads, normalized)
+    missing = sorted(set(separate) - set(heads))
+    if missing:
+        raise LabkitError(f"separate heads {missing} are not among the heads {sorted(heads)}")
     if int(in_channels) < 1:
         raise LabkitError(f"in_channels must be >= 1, got {in_channels}")
     factory = BACKBONES[backbone]
@@ -66,14 +73,16 @@ def build_model(
             f"unknown argument(s) {unknown} for backbone {backbone!r}; known: {sorted(known)}"
         )
     net = factory(int(in_channels), **kw)
+    own = {name: factory(int(in_channels), **kw) for name in separate}
     config = {
         "in_channels": int(in_channels),
         "heads": {name: int(c) for name, c in heads.items()},
         "normalized": tuple(normalized),
         "backbone": backbone,
+        **({"separate": tuple(separate)} if separate else {}),
         **net.config,
     }
-    return DenseModel(net, config["heads"], config["normalized"], config)
+    return DenseModel(net, config["heads"], config["normalized"], config, own)
 
 
 def _check_heads(heads: dict[str, int], normalized: tuple[str, ...] | list[str]) -> None:

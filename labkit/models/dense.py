@@ -15,6 +15,9 @@ class DenseModel(nn.Module):
     is a 1x1 convolution to its channel count. Heads named in ``normalized``
     are L2-normalised over channels (unit-sphere embeddings). Outputs are
     float32 even under autocast, so losses run in full precision.
+    Heads in ``separate`` each read the features of a backbone of their own
+    (in ``own_backbones``) instead of the shared one: two networks in one
+    module, e.g. a semantic segmentation network beside an embedding network.
     ``config`` holds the arguments of :func:`labkit.models.build_model`
     that rebuild this model.
     """
@@ -25,19 +28,25 @@ class DenseModel(nn.Module):
         heads: dict[str, int],
         normalized: tuple[str, ...],
         config: dict[str, Any],
+        own_backbones: dict[str, nn.Module] | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
-        self.heads = nn.ModuleDict(
-            {name: nn.Conv2d(backbone.out_channels, channels, 1) for name, channels in heads.items()}
-        )
+        self.own_backbones = nn.ModuleDict(own_backbones or {})
+        self.heads = nn.ModuleDict({
+            name: nn.Conv2d(self._features_of(name).out_channels, channels, 1) for name, channels in heads.items()
+        })
         self.normalized = tuple(normalized)
         self.config = config
 
+    def _features_of(self, head: str) -> nn.Module:
+        return self.own_backbones[head] if head in self.own_backbones else self.backbone
+
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        features = self.backbone(image)
+        shared = self.backbone(image) if len(self.own_backbones) < len(self.heads) else None
         outputs = {}
         for name, head in self.heads.items():
+            features = self.own_backbones[name](image) if name in self.own_backbones else shared
             out = head(features).float()
             outputs[name] = F.normalize(out, dim=1) if name in self.normalized else out
         return outputs
