@@ -243,3 +243,43 @@ def test_foreground_is_background_probability_below_one_half():
     assert probs.argmax(0).eq(0).all() and mask.all()
     _, mask = foreground(logits, things=[3])
     assert not mask.any()  # the best foreground class (1, ties go first) is not a thing
+
+
+def test_smaller_bandwidths_pool_finer_proposals_after_the_coarse_ones():
+    method = methods.get("recurrent")
+    batch = scene()
+    outputs = simplex_outputs(batch)
+    emb, inst = outputs["embedding"][0], batch["instances"][0]
+    angle = math.radians(50)  # instances 5 and 9 50 degrees apart: one group at delta = 6, two at delta = 24
+    emb[:, inst == 5] = torch.tensor([0.0, 1.0, 0.0])[:, None]
+    emb[:, inst == 9] = torch.tensor([0.0, math.cos(angle), math.sin(angle)])[:, None]
+    (coarse,) = method.decode(outputs, split_components=False)
+    assert len(coarse["ids"]) == 1 and "masks" not in coarse
+    (pooled,) = method.decode(outputs, split_components=False, proposal_deltas=(24.0, 48.0))
+    assert torch.equal(pooled["instances"], coarse["instances"])  # the map is the coarsest grouping
+    masks = pooled["masks"]
+    assert masks.shape == (3, 10, 10)  # the merged pair, then each instance once (delta 48 repeats delta 24)
+    assert torch.equal(masks[0], inst > 0)
+    assert {frozenset(inst[m].unique().tolist()) for m in masks[1:]} == {frozenset({5}), frozenset({9})}
+    assert pooled["scores"][0] > 2 / 3 >= pooled["scores"][1:].max() > 1 / 3  # three levels: coarse first
+    from labkit.metrics import average_recall
+
+    truth = {"instances": inst}
+    assert average_recall([coarse], [truth])["ar@10"] < 0.5
+    assert average_recall([pooled], [truth])["ar@10"] == 1.0
+
+
+def test_split_classes_separates_substantial_classes_and_keeps_noise():
+    from labkit.methods.embedding import split_classes
+
+    labels = torch.zeros(8, 8, dtype=torch.int64)
+    labels[:, :4] = 1  # one cluster over two touching objects of classes 2 and 3 ...
+    labels[:, 4:] = 2  # ... and one object of class 1 with a few noisy pixels of class 4
+    classes = torch.ones(8, 8, dtype=torch.int64)
+    classes[:, :2], classes[:, 2:4] = 2, 3
+    classes[0, 4:7] = 4
+    out, quality = split_classes(labels, classes, torch.tensor([0.8, 0.6]), min_fraction=0.5)
+    assert quality.tolist() == pytest.approx([0.8, 0.8, 0.6])
+    assert sorted(out.unique().tolist()) == [1, 2, 3]  # three instances
+    assert out[0, 0] != out[0, 3] and len(out[:, :2].unique()) == len(out[:, 2:4].unique()) == 1
+    assert len(out[:, 4:].unique()) == 1  # 3 noisy pixels out of 32 stay with their object

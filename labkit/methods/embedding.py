@@ -19,12 +19,23 @@ turns the resulting cluster map into a prediction (DESIGN.md, "Data contract"):
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from scipy import ndimage
 from torch import Tensor
 
 from labkit.methods.base import Batch, Prediction
+
+
+def unet_defaults(params: Any, backbone: str, backbone_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``backbone_kwargs`` with the method's ``width``, ``depth`` and ``coords`` filled in for the UNet."""
+    kwargs = dict(backbone_kwargs)
+    if backbone == "unet":
+        for name in ("width", "depth", "coords"):
+            kwargs.setdefault(name, getattr(params, name))
+    return kwargs
 
 
 def foreground(logits: Tensor, things: tuple[int, ...] | list[int] | None = None) -> tuple[Tensor, Tensor]:
@@ -142,3 +153,33 @@ def split_components(labels: Tensor, quality: Tensor, min_fraction: float = 0.25
         out[inside] = new_label[components[inside]]
         pieces.extend([float(quality[k - 1])] * int(own.sum()))
     return torch.from_numpy(out).to(labels.device), torch.tensor(pieces, dtype=torch.float32)
+
+
+def split_classes(
+    labels: Tensor, classes: Tensor, quality: Tensor, min_fraction: float = 0.25
+) -> tuple[Tensor, Tensor]:
+    """Split every cluster by predicted class where a class holds a substantial part of it.
+
+    For an embedding trained per semantic class, instances of different
+    classes are never pushed apart, so one cluster may hold two touching
+    objects of different classes.  Within each cluster, every class with at
+    least ``min_fraction`` of the pixels of the cluster's largest class
+    becomes an instance of its own; pixels of rarer classes (noise of the
+    semantic head inside one object) stay with the largest class's part.
+    ``labels`` int ``[H,W]`` (0 = none, ``k`` = cluster ``k-1``), ``classes``
+    int ``[H,W]`` (the predicted class per pixel), ``quality [N]``; returns the
+    new label map and each label's quality (its cluster's).
+    """
+    flat, cls = labels.reshape(-1), classes.reshape(-1)
+    out = torch.zeros_like(flat)
+    pieces: list[float] = []
+    for k in torch.unique(flat[flat > 0]).tolist():
+        inside = flat == k
+        values, counts = torch.unique(cls[inside], return_counts=True)
+        own = counts >= min_fraction * counts.max()
+        largest = values[counts.argmax()]
+        target = torch.where(torch.isin(cls, values[own]), cls, largest)
+        for c in values[own].tolist():
+            out[inside & (target == c)] = len(pieces) + 1
+            pieces.append(float(quality[k - 1]))
+    return out.reshape(labels.shape), torch.tensor(pieces, dtype=torch.float32)
