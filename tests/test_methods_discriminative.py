@@ -44,6 +44,17 @@ def test_heads_and_model_outputs():
     assert out["embedding"].shape == (2, 4, 20, 24) and out["semantic"].shape == (2, 3, 20, 24)
 
 
+def test_semantic_network_is_separate_by_default_and_can_be_shared():
+    separate = methods.get("discriminative", width=8, depth=2).build_model(in_channels=1, num_classes=3)
+    shared = methods.get("discriminative", width=8, depth=2, separate_semantic=False).build_model(1, 3)
+    assert list(separate.own_backbones) == ["semantic"] and len(shared.own_backbones) == 0
+    assert separate.config["separate"] == ("semantic",) and "separate" not in shared.config
+    size = [sum(p.numel() for p in net.parameters()) for net in (separate.backbone, separate.own_backbones)]
+    assert size[0] == size[1]  # a second backbone of the same size
+    coords = methods.get("discriminative", width=8, depth=2, coords=True).build_model(1, 3)
+    assert coords.config["coords"] is True
+
+
 def test_loss_terms_are_the_paper_terms_plus_cross_entropy():
     method = methods.get("discriminative", gamma=0.01, semantic_weight=0.5)
     batch = two_square_batch()
