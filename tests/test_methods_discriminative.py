@@ -156,8 +156,9 @@ def test_decode_scores_rank_an_uncertain_instance_below_a_confident_one():
     pred = method.decode(outputs)[0]
     scores = {int(batch["instances"][0][pred["instances"] == pid].mode().values): s
               for pid, s in zip(pred["ids"].tolist(), pred["scores"].tolist())}
-    p_background = torch.softmax(torch.tensor([0.0, -5.0, 1.0]), 0)[0].item()
-    assert scores[3] > 0.99 and scores[8] == pytest.approx(1 - p_background)
+    p_background, p_class1, p_class2 = torch.softmax(torch.tensor([0.0, -5.0, 1.0]), 0).tolist()
+    # foreground confidence x share of it for the instance's class (class 2) x compactness (1)
+    assert scores[3] > 0.99 and scores[8] == pytest.approx((1 - p_background) * p_class2 / (p_class1 + p_class2))
     assert pred["scores"].tolist() == sorted(pred["scores"].tolist(), reverse=True)
 
 

@@ -269,17 +269,20 @@ def test_smaller_bandwidths_pool_finer_proposals_after_the_coarse_ones():
     assert average_recall([pooled], [truth])["ar@10"] == 1.0
 
 
-def test_split_classes_separates_substantial_classes_and_keeps_noise():
+def test_split_classes_cuts_apart_pieces_of_different_classes_only():
     from labkit.methods.embedding import split_classes
 
-    labels = torch.zeros(8, 8, dtype=torch.int64)
-    labels[:, :4] = 1  # one cluster over two touching objects of classes 2 and 3 ...
-    labels[:, 4:] = 2  # ... and one object of class 1 with a few noisy pixels of class 4
-    classes = torch.ones(8, 8, dtype=torch.int64)
-    classes[:, :2], classes[:, 2:4] = 2, 3
-    classes[0, 4:7] = 4
-    out, quality = split_classes(labels, classes, torch.tensor([0.8, 0.6]), min_fraction=0.5)
-    assert quality.tolist() == pytest.approx([0.8, 0.8, 0.6])
-    assert sorted(out.unique().tolist()) == [1, 2, 3]  # three instances
-    assert out[0, 0] != out[0, 3] and len(out[:, :2].unique()) == len(out[:, 2:4].unique()) == 1
-    assert len(out[:, 4:].unique()) == 1  # 3 noisy pixels out of 32 stay with their object
+    labels = torch.zeros(10, 12, dtype=torch.int64)
+    classes = torch.ones(10, 12, dtype=torch.int64)
+    labels[1:4, 1:4] = 1  # cluster 1: a class-2 square and, apart from it, a class-3 square ...
+    labels[1:4, 8:11] = 1
+    classes[1:4, 1:4], classes[1:4, 8:11] = 2, 3
+    classes[1, 1] = 3  # ... with a noisy pixel that stays with its square
+    labels[6:9, 1:4] = 2  # cluster 2: two class-1 pieces (a stick cut by a crossing one) stay together
+    labels[6:9, 6:9] = 2
+    labels[9, 11] = 3  # cluster 3: one pixel
+    out, quality = split_classes(labels, classes, torch.tensor([0.8, 0.6, 0.5]))
+    assert quality.tolist() == pytest.approx([0.8, 0.8, 0.6, 0.5])
+    assert len(out[1:4, 1:4].unique()) == len(out[1:4, 8:11].unique()) == 1 and out[1, 1] != out[1, 8]
+    assert out[6, 1] == out[6, 6] and out[9, 11] not in (out[6, 1], out[1, 1], out[1, 8])
+    assert out[0, 0] == 0 and sorted(out.unique().tolist()) == [0, 1, 2, 3, 4]

