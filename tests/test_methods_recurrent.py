@@ -253,9 +253,9 @@ def test_smaller_bandwidths_pool_finer_proposals_after_the_coarse_ones():
     angle = math.radians(50)  # instances 5 and 9 50 degrees apart: one group at delta = 6, two at delta = 24
     emb[:, inst == 5] = torch.tensor([0.0, 1.0, 0.0])[:, None]
     emb[:, inst == 9] = torch.tensor([0.0, math.cos(angle), math.sin(angle)])[:, None]
-    (coarse,) = method.decode(outputs, split_components=False)
+    (coarse,) = method.decode(outputs, split_components=False, proposal_scales=())
     assert len(coarse["ids"]) == 1 and "masks" not in coarse
-    (pooled,) = method.decode(outputs, split_components=False, proposal_deltas=(24.0, 48.0))
+    (pooled,) = method.decode(outputs, split_components=False, proposal_scales=(4, 8))  # delta 24 and 48
     assert torch.equal(pooled["instances"], coarse["instances"])  # the map is the coarsest grouping
     masks = pooled["masks"]
     assert masks.shape == (3, 10, 10)  # the merged pair, then each instance once (delta 48 repeats delta 24)

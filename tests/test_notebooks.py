@@ -46,7 +46,7 @@ def check_02_recurrent_mean_shift(m: dict) -> None:
     assert m["ar@10"] > m["ar@10_untrained"]
     assert m["ar50@10"] > m["ar50@10_untrained"]
     assert m["dim64"]["ar@10"] > m["dim64"]["ar@10_untrained"]
-    assert m["pooled_proposals"]["ar@60"] >= m["ar@60"], "pooled proposals keep every coarse proposal"
+    assert m["ar@60"] >= m["single_grouping"]["ar@60"], "pooled proposals keep every proposal of one grouping"
 
 
 CHECKS = {

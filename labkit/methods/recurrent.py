@@ -38,10 +38,18 @@ in different places the same embedding (on digits, fast profile: AR50@10
 semantic confidence of its class times its compactness, the mean vMF kernel
 value ``exp(delta (cos - 1))`` between its pixels and its mode.
 
-Proposals (Sec. 5.3, footnote 4): with ``proposal_deltas`` the grouping is
-repeated at those smaller bandwidths (larger ``delta``), the results are
-pooled and redundant proposals removed (:func:`pool_proposals`); the
-prediction then carries overlapping ``masks`` ranked coarse to fine.
+Proposals (Sec. 5.3, footnote 4: "we run the mean shift grouping with
+multiple smaller bandwidth parameters, pool the results, and remove redundant
+proposals"): the grouping is repeated with the concentration ``delta``
+multiplied by each of ``proposal_scales`` (default 2 and 4: smaller
+bandwidths), the results are pooled and redundant proposals removed
+(:func:`pool_proposals`); the prediction carries the overlapping proposals
+under ``masks``, ranked coarse to fine, and the instance map of the first
+grouping.  The paper pools to go beyond its ~10 proposals per image; a digits
+scene has 2-5 objects, so the finer groupings fill the ten proposals of
+AR@10 with alternative splits of touching digits (digits, 40 epochs: AR50@10
+0.78 with one grouping, 0.86 pooled).  ``proposal_scales=()`` keeps one
+grouping.
 
 Position: the small UNet gets two pixel-coordinate input channels by
 default (``coords``, :mod:`labkit.models.unet`; not in the paper, whose
@@ -90,7 +98,7 @@ class RecurrentParams:
     semantic_weight: float = 1.0
     decode_iterations: int = 10  # loops at inference (Fig. 4)
     decode_pixels: int = 2000  # foreground pixels moved by mean shift at inference
-    proposal_deltas: tuple[float, ...] = ()  # more (larger) concentrations pooled into proposals (footnote 4)
+    proposal_scales: tuple[float, ...] = (2.0, 4.0)  # groupings at delta x these pooled as proposals (footnote 4)
     min_area: int = 8  # smallest instance kept, in pixels
     split_components: bool = True  # spatially separate pieces of one cluster become separate instances
     width: int = 16  # UNet width (channels of the first level)
@@ -183,11 +191,11 @@ class Recurrent(Method):
         """One scored prediction per image; ``params`` override the decoding defaults.
 
         Accepted: ``decode_iterations``, ``decode_pixels``, ``min_area``,
-        ``split_components``, ``delta``, ``proposal_deltas``, ``seed`` (of the
+        ``split_components``, ``delta``, ``proposal_scales``, ``seed`` (of the
         pixel subsample) and ``things``.
         """
         known = {
-            "decode_iterations", "decode_pixels", "min_area", "split_components", "delta", "proposal_deltas", "seed",
+            "decode_iterations", "decode_pixels", "min_area", "split_components", "delta", "proposal_scales", "seed",
             "things",
         }
         unknown = sorted(set(params) - known)
@@ -195,13 +203,13 @@ class Recurrent(Method):
             raise LabkitError(f"unknown decoding parameter(s) {unknown} for {self.key!r}; known: {sorted(known)}")
         p = self.defaults
         delta = float(params.get("delta") or self.delta)
-        extra = params.get("proposal_deltas", p.proposal_deltas)
+        scales = params.get("proposal_scales", p.proposal_scales)
         opts = {
             "iterations": int(params.get("decode_iterations", p.decode_iterations)),
             "max_pixels": int(params.get("decode_pixels", p.decode_pixels)),
             "min_area": int(params.get("min_area", p.min_area)),
             "split": bool(params.get("split_components", p.split_components)),
-            "deltas": (delta, *(float(d) for d in extra or ())),
+            "deltas": (delta, *(delta * float(k) for k in scales or ())),
             "things": params.get("things"),
         }
         seed = int(params.get("seed", 0))

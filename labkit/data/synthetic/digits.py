@@ -74,4 +74,5 @@ FAMILY = Family(
     stuff=(),
     in_channels=1,
     generate=generate,
+    mirror_symmetric=False,  # a mirrored 2 or 7 is no digit
 )

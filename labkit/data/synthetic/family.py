@@ -24,7 +24,9 @@ class Family:
 
     ``generate(rng, height, width, split)`` draws one scene from ``rng`` alone
     (``split`` lets a family keep disjoint source pools per split, as
-    ``digits`` does).
+    ``digits`` does).  ``mirror_symmetric`` says whether a mirrored scene is
+    still a scene of the family (flips are then a fair augmentation; a
+    mirrored digit is not a digit).
     """
 
     name: str
@@ -34,3 +36,4 @@ class Family:
     stuff: tuple[int, ...]
     in_channels: int
     generate: Generator
+    mirror_symmetric: bool = True
