@@ -115,7 +115,14 @@ def predict_run(
     method: str | None = None, device: str = "auto", decode_params: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> int:
-    """Write ``out/NAME.png`` (16-bit instance ids) and ``out/predictions.json``; return the count."""
+    """Write ``out/NAME.png`` (16-bit instance ids) and ``out/predictions.json``; return the count.
+
+    ``predictions.json`` lists, per image, the ``ids``, ``classes`` and
+    ``scores`` of the instances in the PNG.  A method that also proposes
+    overlapping masks (``recurrent``'s pooled proposals) gets every proposal
+    in ``out/NAME.proposals.npz`` (``masks`` bool ``[N,H,W]``, ``ids``,
+    ``classes``, ``scores``) and their count under ``proposals``.
+    """
     from labkit.data import load_images
     from labkit.evaluation import predict_dataset
     from labkit.train import resolve_device
@@ -131,9 +138,12 @@ def predict_run(
     for i, pred in enumerate(predictions):
         name = images.name(i)
         save_instance_png(out / f"{name}.png", pred["instances"])
-        index[name] = {
-            key: torch.as_tensor(pred.get(key, [])).tolist() for key in ("ids", "classes", "scores")
-        }
+        in_map = torch.isin(pred["ids"], pred["instances"].unique())
+        index[name] = {key: pred[key][in_map].tolist() for key in ("ids", "classes", "scores")}
+        if pred.get("masks") is not None:
+            with atomic_open(out / f"{name}.proposals.npz", "wb") as f:
+                np.savez_compressed(f, **{key: pred[key].numpy() for key in ("masks", "ids", "classes", "scores")})
+            index[name]["proposals"] = len(pred["ids"])
     write_json(out / "predictions.json", {"method": m.key, "images": index})
     return len(predictions)
 

@@ -245,4 +245,8 @@ def test_cli_train_evaluate_predict_on_a_16bit_instance_folder(key, tmp_path, ca
     entry = index["cell0"]
     assert len(entry["ids"]) == len(entry["classes"]) == len(entry["scores"])
     assert set(entry["ids"]) == set(np.unique(mask[mask > 0]).tolist())
+    if key == "recurrent":  # pooled proposals, overlapping: every one of them beside the PNG
+        proposals = np.load(tmp_path / "pred" / "cell0.proposals.npz")
+        assert proposals["masks"].shape == (entry["proposals"], 40, 40) and proposals["masks"].dtype == bool
+        assert len(proposals["scores"]) == entry["proposals"] >= len(entry["ids"])
     capsys.readouterr()
