@@ -97,7 +97,7 @@ class DiscriminativeParams:
     merge_radius: float | None = None  # modes this close to a larger one merge into it; None = delta_d
     assign_radius: float | None = None  # pixels farther from every mode stay unlabelled; None = delta_d
     min_area: int = 8  # smallest instance kept, in pixels
-    max_seeds: int | None = None  # seeds tried per image and class; None = max(256, pixels / 64)
+    max_seeds: int | None = None  # seeds tried per image; None = max(256, foreground pixels / 64)
     split_components: bool = False  # spatially separate pieces of one cluster become separate instances
     width: int = 16  # UNet width (channels of the first level)
     depth: int = 4  # UNet downsamplings

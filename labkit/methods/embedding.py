@@ -20,7 +20,7 @@ turns the resulting cluster map into a prediction (DESIGN.md, "Data contract"):
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -141,21 +141,7 @@ def split_components(labels: Tensor, quality: Tensor, min_fraction: float = 0.25
     ``quality [N]``; returns the new label map and each label's quality (its
     cluster's).
     """
-    arr = labels.cpu().numpy()
-    out = np.zeros_like(arr)
-    pieces: list[float] = []
-    for k in np.unique(arr[arr > 0]).tolist():
-        components, n = ndimage.label(arr == k, structure=np.ones((3, 3)))
-        sizes = np.bincount(components.ravel(), minlength=n + 1)[1:]
-        own = sizes >= min_fraction * sizes.max()
-        largest = int(sizes.argmax())
-        new_label = np.zeros(n + 1, dtype=arr.dtype)
-        new_label[1:][own] = len(pieces) + 1 + np.arange(int(own.sum()))
-        new_label[1:][~own] = new_label[1 + largest]
-        inside = components > 0
-        out[inside] = new_label[components[inside]]
-        pieces.extend([float(quality[k - 1])] * int(own.sum()))
-    return torch.from_numpy(out).to(labels.device), torch.tensor(pieces, dtype=torch.float32)
+    return _regroup_pieces(labels, quality, min_fraction, lambda piece, inside: piece)
 
 
 def split_classes(
@@ -176,20 +162,37 @@ def split_classes(
     pixel), ``quality [N]``; returns the new label map and each label's
     quality (its cluster's).
     """
-    arr, cls = labels.cpu().numpy(), classes.cpu().numpy()
+    cls = classes.cpu().numpy()
+
+    def majority_class(piece: np.ndarray, inside: np.ndarray) -> np.ndarray:
+        votes = np.zeros((piece.max() + 1, int(cls.max()) + 1), dtype=np.int64)
+        np.add.at(votes, (piece, cls[inside]), 1)
+        return votes.argmax(axis=1)[piece]
+
+    return _regroup_pieces(labels, quality, min_fraction, majority_class)
+
+
+def _regroup_pieces(
+    labels: Tensor, quality: Tensor, min_fraction: float, key: Callable[[np.ndarray, np.ndarray], np.ndarray]
+) -> tuple[Tensor, Tensor]:
+    """Relabel each cluster of ``labels`` by a key of its 8-connected pieces.
+
+    A cluster's pieces with fewer than ``min_fraction`` of the pixels of its
+    largest piece join the largest; ``key(piece, inside)`` maps each of the
+    cluster's pixels (``piece``: its piece index, ``inside``: the cluster's
+    mask) to a group, and each group becomes one label with its cluster's
+    quality.  Returns the new label map and each label's quality.
+    """
+    arr = labels.cpu().numpy()
     out = np.zeros_like(arr)
-    pieces: list[float] = []
+    qualities: list[float] = []
     for k in np.unique(arr[arr > 0]).tolist():
         components, n = ndimage.label(arr == k, structure=np.ones((3, 3)))
         sizes = np.bincount(components.ravel(), minlength=n + 1)[1:]
         piece = np.arange(n + 1)
         piece[1:][sizes < min_fraction * sizes.max()] = 1 + int(sizes.argmax())
         inside = components > 0
-        merged = piece[components[inside]]
-        votes = np.zeros((n + 1, int(cls.max()) + 1), dtype=np.int64)
-        np.add.at(votes, (merged, cls[inside]), 1)
-        piece_class = votes.argmax(axis=1)[merged]
-        values, new = np.unique(piece_class, return_inverse=True)
-        out[inside] = len(pieces) + 1 + new.reshape(-1)
-        pieces.extend([float(quality[k - 1])] * len(values))
-    return torch.from_numpy(out).to(labels.device), torch.tensor(pieces, dtype=torch.float32)
+        values, new = np.unique(key(piece[components[inside]], inside), return_inverse=True)
+        out[inside] = len(qualities) + 1 + new.reshape(-1)
+        qualities.extend([float(quality[k - 1])] * len(values))
+    return torch.from_numpy(out).to(labels.device), torch.tensor(qualities, dtype=torch.float32)
