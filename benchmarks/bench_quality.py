@@ -42,7 +42,7 @@ from labkit.train import load_checkpoint
 #: Sticks have one class, so the semantic head shares the embedding network there (half the cost).
 FAST = {
     ("discriminative", "shapes"): {"epochs": 40, "params": {}},
-    ("discriminative", "sticks"): {"epochs": 30, "params": {"separate_semantic": False}},
+    ("discriminative", "sticks"): {"epochs": 20, "params": {"separate_semantic": False}},
     ("recurrent", "digits"): {"epochs": 40, "params": {}},
 }
 

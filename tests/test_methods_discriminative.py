@@ -56,23 +56,27 @@ def test_semantic_network_is_separate_by_default_and_can_be_shared():
 
 
 def test_loss_terms_are_the_paper_terms_plus_cross_entropy():
-    method = methods.get("discriminative", gamma=0.01, semantic_weight=0.5)
+    method = methods.get("discriminative", gamma=0.01, semantic_weight=0.5, instance_class_weight=0.25)
     batch = two_square_batch()
     outputs = perfect_outputs(batch, spread=0.7)
     outputs["semantic"] = torch.randn(outputs["semantic"].shape, generator=torch.Generator().manual_seed(1))
     terms = method.loss(outputs, batch)
-    assert set(terms) == {"var", "dist", "reg", "semantic", "loss"}
+    assert set(terms) == {"var", "dist", "reg", "semantic", "instance_class", "loss"}
     ref = discriminative_loss(outputs["embedding"], batch["instances"], batch["semantic"], gamma=0.01)
     for name in ("var", "dist", "reg"):
         assert torch.allclose(terms[name], ref[name])
     ce = torch.nn.functional.cross_entropy(outputs["semantic"], batch["semantic"])
     assert torch.allclose(terms["semantic"], ce)
-    assert torch.allclose(terms["loss"], ref["loss"] + 0.5 * ce)
+    logits, inst = outputs["semantic"][0], batch["instances"][0]
+    pooled = torch.stack([logits[:, inst == 3].mean(dim=1), logits[:, inst == 8].mean(dim=1)])
+    instance_ce = torch.nn.functional.cross_entropy(pooled, torch.tensor([1, 2]))
+    assert torch.allclose(terms["instance_class"], instance_ce)
+    assert torch.allclose(terms["loss"], ref["loss"] + 0.5 * ce + 0.25 * instance_ce)
 
 
 def test_loss_hand_computed_and_zero_when_margins_hold():
     """Two clusters of one class: 4 pixels each; the paper's terms by hand."""
-    method = methods.get("discriminative", per_class=True, semantic_weight=0.0)
+    method = methods.get("discriminative", per_class=True, semantic_weight=0.0, instance_class_weight=0.0)
     inst = torch.tensor([[[1, 1, 2, 2], [1, 1, 2, 2]]])
     sem = (inst > 0).long()
     emb = torch.zeros(1, 1, 2, 4)
@@ -250,3 +254,15 @@ def test_cli_train_evaluate_predict_on_a_16bit_instance_folder(key, tmp_path, ca
         assert proposals["masks"].shape == (entry["proposals"], 40, 40) and proposals["masks"].dtype == bool
         assert len(proposals["scores"]) == entry["proposals"] >= len(entry["ids"])
     capsys.readouterr()
+
+
+def test_instance_class_is_the_highest_mean_log_probability_not_the_pixel_majority():
+    from labkit.methods.embedding import build_prediction
+
+    labels = torch.ones(1, 3, dtype=torch.int64)
+    # two pixels lean weakly to class 1, one is sure of class 2 (background 0.1 everywhere)
+    probs = torch.tensor([[0.1, 0.1, 0.1], [0.46, 0.46, 0.02], [0.44, 0.44, 0.88]]).reshape(3, 1, 3)
+    pred = build_prediction(labels, probs)
+    assert pred["classes"].tolist() == [2]
+    # share of the foreground probability for class 2, averaged over the pixels
+    assert pred["scores"].item() == pytest.approx(0.9 * (0.44 / 0.9 + 0.44 / 0.9 + 0.88 / 0.9) / 3, rel=1e-5)

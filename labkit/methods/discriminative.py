@@ -3,14 +3,16 @@
 The network predicts a ``D``-dimensional embedding per pixel and, alongside
 it, semantic logits (background + the data's classes).  Training minimises
 
-    ``loss = alpha L_var + beta L_dist + gamma L_reg + semantic_weight CE``
+    ``loss = alpha L_var + beta L_dist + gamma L_reg + semantic_weight CE + instance_class_weight CE_inst``
 
 where ``L_var, L_dist, L_reg`` are Eq. (1)-(3) of the paper
 (:func:`labkit.losses.discriminative_loss`; pixels of one instance are pulled
 to within ``delta_v`` of their mean, means of different instances pushed
 ``2 delta_d`` apart, means drawn weakly towards the origin) applied per
-semantic class when the data has classes, and ``CE`` is the pixel-wise
-cross-entropy of the semantic head.  As in the paper, whose semantic masks
+semantic class when the data has classes, ``CE`` is the pixel-wise
+cross-entropy of the semantic head and ``CE_inst`` the cross-entropy of each
+ground-truth instance's mean semantic logits
+(:func:`labkit.methods.semantic.instance_cross_entropy`).  As in the paper, whose semantic masks
 come from a separate segmentation network (ResNet-38), the semantic head has
 a network of its own by default (``separate_semantic``); both are trained
 together, on the one summed loss.
@@ -59,6 +61,14 @@ Differences from the authors' code and the paper, chosen here:
   chance after 40 epochs, after 10 with a semantic weight of 10 and after 20
   with separate decoders on a shared encoder), whereas the separate network
   leaves it after about 12 epochs (0.87 foreground class accuracy after 24).
+* ``CE_inst`` is ours.  Even the separate network sat on that plateau for a
+  number of epochs that varied from run to run (8 to more than 30 of a
+  30-epoch schedule), because every pixel of a uniformly textured shape had
+  to name the class on its own.  With the instance term the pixels that see a
+  corner or a tip decide for the whole instance; decoding pools the same way
+  (an instance's class has the highest mean log-probability over its pixels).
+  Semantic network alone, shapes, 20 epochs at lr 1e-3, a seed that plateaus: class of
+  the test instances right for 0.49 (pixel loss) -> 0.89 (both terms).
 """
 from __future__ import annotations
 
@@ -77,7 +87,7 @@ from labkit.methods.embedding import (
     build_prediction, empty_prediction, foreground, semantic_target, split_classes, split_components,
     unet_defaults,
 )
-from labkit.methods.semantic import semantic_cross_entropy
+from labkit.methods.semantic import instance_cross_entropy, semantic_cross_entropy
 
 
 @dataclasses.dataclass
@@ -91,7 +101,8 @@ class DiscriminativeParams:
     beta: float = 1.0  # weight of L_dist
     gamma: float = 0.001  # weight of L_reg
     per_class: bool = True  # apply the loss per semantic class (and split clusters by class when decoding)
-    semantic_weight: float = 1.0  # weight of the semantic cross-entropy
+    semantic_weight: float = 1.0  # weight of the semantic cross-entropy (pixels)
+    instance_class_weight: float = 1.0  # weight of the cross-entropy of each instance's mean logits
     separate_semantic: bool = True  # the semantic head gets a network of its own (the paper: a separate network)
     bandwidth: float | None = None  # mean-shift bandwidth; None = delta_v
     merge_radius: float | None = None  # modes this close to a larger one merge into it; None = delta_d
@@ -129,7 +140,7 @@ class Discriminative(Method):
         return super().build_model(in_channels, num_classes, backbone, **kwargs)
 
     def loss(self, outputs: Outputs, batch: Batch) -> dict[str, Tensor]:
-        """``var``, ``dist``, ``reg`` (Eq. 1-3), ``semantic`` (cross-entropy) and their weighted sum."""
+        """``var``, ``dist``, ``reg`` (Eq. 1-3), ``semantic`` and ``instance_class`` (cross-entropies), weighted sum."""
         p = self.defaults
         semantic = semantic_target(batch)
         terms = discriminative_loss(
@@ -138,9 +149,11 @@ class Discriminative(Method):
             per_class=p.per_class, ignore_index=IGNORE_INDEX,
         )
         ce = semantic_cross_entropy(outputs["semantic"], semantic)
+        instance_ce = instance_cross_entropy(outputs["semantic"], batch["instances"], semantic)
         return {
             "var": terms["var"], "dist": terms["dist"], "reg": terms["reg"], "semantic": ce,
-            "loss": terms["loss"] + p.semantic_weight * ce,
+            "instance_class": instance_ce,
+            "loss": terms["loss"] + p.semantic_weight * ce + p.instance_class_weight * instance_ce,
         }
 
     def decode(self, outputs: Outputs, **params: Any) -> list[Prediction]:

@@ -6,8 +6,10 @@ predicted foreground pixels (:func:`foreground`); :func:`build_prediction`
 turns the resulting cluster map into a prediction (DESIGN.md, "Data contract"):
 
 * clusters smaller than ``min_area`` pixels are dropped;
-* an instance's class is the majority *foreground* class predicted under it
-  (argmax over classes ``1..K-1``, so it is never background);
+* an instance's class is the *foreground* class (one of ``1..K-1``, never
+  background) with the highest mean log-probability over its pixels, the
+  pooling :func:`labkit.methods.semantic.instance_cross_entropy` trains (a
+  few sure pixels outvote many unsure ones, unlike a majority of pixel votes);
 * its score is ``confidence * class_share * quality``: ``confidence`` is the
   mean predicted foreground probability ``1 - p(background)`` over the
   instance's pixels, ``class_share`` the mean share of that foreground
@@ -99,11 +101,9 @@ def build_prediction(
     cluster = flat[inside] - 1
     area = torch.bincount(cluster, minlength=n)
     fg_classes = probs[1:].reshape(probs.shape[0] - 1, -1)[:, inside]  # [K-1, P]
-    best = fg_classes.argmax(dim=0)  # foreground class index - 1, per pixel
-    votes = torch.zeros(n, probs.shape[0] - 1, device=labels.device).index_put_(
-        (cluster, best), torch.ones_like(best, dtype=torch.float32), accumulate=True
-    )
-    cls = votes.argmax(dim=1)  # [N], foreground class index - 1
+    log_probs = fg_classes.float().clamp(min=1e-12).log().t()  # [P, K-1]
+    pooled = torch.zeros(n, probs.shape[0] - 1, device=labels.device).index_add_(0, cluster, log_probs)
+    cls = pooled.argmax(dim=1)  # [N], foreground class index - 1: highest mean log-probability
     pixel_conf = 1 - probs[0].reshape(-1)[inside].float()
     confidence = torch.zeros(n, device=labels.device).index_add_(0, cluster, pixel_conf) / area.clamp(min=1)
     share = fg_classes.gather(0, cls[cluster][None])[0] / pixel_conf.clamp(min=1e-6)

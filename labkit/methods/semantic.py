@@ -60,6 +60,53 @@ def semantic_cross_entropy(
     return F.cross_entropy(logits, target, weight=class_weights, ignore_index=ignore_index)
 
 
+def instance_cross_entropy(
+    logits: torch.Tensor, instances: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX
+) -> torch.Tensor:
+    """Cross entropy of each instance's mean logits against its class, averaged over the instances.
+
+    ``logits [B, K, H, W]``, ``instances`` int ``[B, H, W]`` (0 = none; ids
+    are per image), ``target`` int64 ``[B, H, W]`` (class per pixel or
+    ``ignore_index``).  For instance ``q`` with (non-ignored) pixels ``I_q``
+    and class ``c_q`` (the majority of ``target`` over ``I_q``)::
+
+        l = 1/Q sum_q CE(1/|I_q| sum_{i in I_q} z_i, c_q)
+
+    The pixel-wise cross-entropy asks every pixel, even one deep inside a
+    uniformly textured object, to name the class on its own; pooling first
+    lets the pixels that carry the evidence (the corners of a square, the
+    tips of an ellipse) decide for the whole instance, which is also how
+    decoding names an instance's class (mean log-probability over its pixels,
+    :func:`labkit.methods.embedding.build_prediction`).  Does not depend on
+    which id an instance has; returns 0 (attached to ``logits``) without
+    instances.
+    """
+    if logits.ndim != 4 or instances.shape != target.shape or target.shape != (logits.shape[0], *logits.shape[2:]):
+        raise LabkitError(
+            f"instance loss: logits [B,K,H,W], instances and target [B,H,W] do not match: "
+            f"{tuple(logits.shape)}, {tuple(instances.shape)}, {tuple(target.shape)}"
+        )
+    num_classes = logits.shape[1]
+    keep = (instances > 0) & (target != ignore_index)
+    if not keep.any():
+        return logits.sum() * 0.0
+    image = torch.arange(logits.shape[0], device=logits.device)[:, None, None].expand_as(instances)
+    key = torch.stack([image[keep], instances[keep].long()], dim=1)
+    _, group = torch.unique(key, dim=0, return_inverse=True)
+    count = int(group.max()) + 1
+    pixel_logits = logits.permute(0, 2, 3, 1)[keep]  # [P, K]
+    sums = pixel_logits.new_zeros(count, num_classes).index_add_(0, group, pixel_logits)
+    sizes = torch.bincount(group, minlength=count).to(pixel_logits.dtype)
+    votes = torch.zeros(count, int(target[keep].max()) + 1, device=logits.device)
+    votes.index_put_((group, target[keep]), torch.ones_like(group, dtype=votes.dtype), accumulate=True)
+    classes = votes.argmax(dim=1)
+    if bool((classes >= num_classes).any()):
+        raise LabkitError(
+            f"instance loss: target class {int(classes.max())} but the model predicts only {num_classes} classes"
+        )
+    return F.cross_entropy(sums / sizes[:, None], classes)
+
+
 @dataclass
 class SemanticParams:
     """``class_weights``: one weight per class (``None``: all 1); ``ignore_index``: unlabelled pixels."""
