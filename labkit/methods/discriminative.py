@@ -13,9 +13,9 @@ semantic class when the data has classes, ``CE`` is the pixel-wise
 cross-entropy of the semantic head and ``CE_inst`` the cross-entropy of each
 ground-truth instance's mean semantic logits
 (:func:`labkit.methods.semantic.instance_cross_entropy`).  As in the paper,
-whose semantic masks come from a separate segmentation network (ResNet-38), the semantic head has
-a network of its own by default (``separate_semantic``); both are trained
-together, on the one summed loss.
+whose semantic masks come from a separate segmentation network (ResNet-38),
+the semantic head has a network of its own by default
+(``separate_semantic``); both are trained together, on the one summed loss.
 
 Decoding (Sec. 2, "we apply a fast variant of the mean-shift algorithm to
 shift to a center pixel around which to cluster"): inside the predicted
