@@ -190,6 +190,28 @@ def test_merge_modes_groups_nearly_equal_vectors():
     assert modes[0, 1] > 0.9 and modes[1, 0] > 0.9  # the three near (0, 1) first: most support
 
 
+
+def test_merge_modes_is_the_greedy_grouping_by_support_among_the_remaining_points():
+    """The incremental support count gives the modes of the plain definition (recount after every mode)."""
+
+    def by_definition(points, similarity):
+        points = torch.nn.functional.normalize(points, dim=1)
+        close = points @ points.t() >= 2 * similarity - 1
+        remaining, modes = torch.ones(len(points), dtype=torch.bool), []
+        while remaining.any():
+            support = (close & remaining[None, :]).sum(dim=1).masked_fill(~remaining, -1)
+            members = close[int(support.argmax())] & remaining
+            modes.append(torch.nn.functional.normalize(points[members].mean(dim=0), dim=0))
+            remaining &= ~members
+        return torch.stack(modes)
+
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        centres = torch.randn(5, 4, generator=gen)
+        points = centres[torch.randint(0, 5, (150,), generator=gen)] + 0.3 * torch.randn(150, 4, generator=gen)
+        similarity = 0.5 + 0.5 * float(torch.rand(1, generator=gen))
+        torch.testing.assert_close(merge_modes(points, similarity), by_definition(points, similarity))
+
 @pytest.mark.slow
 def test_short_cpu_training_improves_ap50(tmp_path):
     from embedding_scenes import coloured_squares

@@ -329,13 +329,14 @@ def merge_modes(points: Tensor, similarity: float) -> Tensor:
     threshold = 2 * similarity - 1  # on the cosine
     close = (points @ points.t()) >= threshold
     remaining = torch.ones(len(points), dtype=torch.bool, device=points.device)
+    support = close.sum(dim=1)  # neighbours among the remaining points, kept up to date below
     modes = []
     while remaining.any():
-        support = (close & remaining[None, :]).sum(dim=1).masked_fill(~remaining, -1)
-        centre = int(support.argmax())
+        centre = int(support.masked_fill(~remaining, -1).argmax())
         members = close[centre] & remaining
         modes.append(torch.nn.functional.normalize(points[members].mean(dim=0), dim=0))
         remaining &= ~members
+        support -= close[:, members].sum(dim=1)  # O(N |members|): no N x N temporary per mode
     if not modes:
         return points.new_zeros(0, points.shape[1])
     return torch.stack(modes)
