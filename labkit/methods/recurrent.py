@@ -101,7 +101,8 @@ class RecurrentParams:
     semantic_weight: float = 1.0
     decode_iterations: int = 10  # loops at inference (Fig. 4)
     decode_pixels: int = 2000  # foreground pixels moved by mean shift at inference
-    proposal_scales: tuple[float, ...] = (2.0, 4.0, 8.0, 16.0, 32.0)  # groupings at delta x these pooled as proposals (footnote 4)
+    # groupings at delta x these are pooled as proposals (footnote 4)
+    proposal_scales: tuple[float, ...] = (2.0, 4.0, 8.0, 16.0, 32.0)
     min_area: int = 8  # smallest instance kept, in pixels
     split_components: bool = True  # spatially separate pieces of one cluster become separate instances
     width: int = 16  # UNet width (channels of the first level)

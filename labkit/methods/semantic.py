@@ -95,10 +95,11 @@ def instance_cross_entropy(
     _, group = torch.unique(key, dim=0, return_inverse=True)
     count = int(group.max()) + 1
     pixel_logits = logits.permute(0, 2, 3, 1)[keep]  # [P, K]
+    pixel_classes = target[keep]
     sums = pixel_logits.new_zeros(count, num_classes).index_add_(0, group, pixel_logits)
     sizes = torch.bincount(group, minlength=count).to(pixel_logits.dtype)
-    votes = torch.zeros(count, int(target[keep].max()) + 1, device=logits.device)
-    votes.index_put_((group, target[keep]), torch.ones_like(group, dtype=votes.dtype), accumulate=True)
+    votes = torch.zeros(count, int(pixel_classes.max()) + 1, device=logits.device)
+    votes.index_put_((group, pixel_classes), torch.ones_like(group, dtype=votes.dtype), accumulate=True)
     classes = votes.argmax(dim=1)
     if bool((classes >= num_classes).any()):
         raise LabkitError(
