@@ -82,5 +82,13 @@ class Method:
         """One prediction dict per image (DESIGN.md, "Data contract")."""
         raise NotImplementedError
 
+    def decode_grid(self) -> dict[str, list[Any]]:
+        """Decode parameters that ``labkit tune`` sweeps, each with its candidate values.
+
+        Keys are keyword arguments of :meth:`decode` (a bandwidth, a
+        concentration, a seed threshold); ``{}`` means nothing to tune.
+        """
+        return {}
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.defaults})"
