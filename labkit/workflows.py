@@ -63,12 +63,14 @@ def train_run(
     train_set = load_dataset(str(data), split="train", transform=training_transform(data, crop))
     val_set = load_dataset(str(val_data), split="val") if val_data else None
     model = m.build_model(in_channels=train_set.in_channels, num_classes=train_set.num_classes, backbone=backbone)
-    return train(
-        m, model, train_set, out_dir=Path(out), val_set=val_set,
+    train_kwargs = dict(
         epochs=epochs or getattr(m.defaults, "epochs", DEFAULT_EPOCHS),
         batch_size=batch_size, lr=lr or getattr(m.defaults, "lr", DEFAULT_LR),
         device=device, seed=seed, resume=resume, progress=progress, data_spec=str(data),
     )
+    history = train(m, model, train_set, out_dir=Path(out), val_set=val_set, **train_kwargs)
+    m.post_train(model, train_set, out_dir=Path(out), train_kwargs=train_kwargs)
+    return history
 
 
 def load_method_and_model(

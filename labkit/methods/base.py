@@ -82,6 +82,16 @@ class Method:
         """One prediction dict per image (DESIGN.md, "Data contract")."""
         raise NotImplementedError
 
+    def post_train(self, model: nn.Module, train_set: Any, *, out_dir: Any, train_kwargs: dict[str, Any]) -> None:
+        """Training stages after the main network (a verification head, pseudo labels); default: none.
+
+        ``labkit train`` calls it once :func:`labkit.train.train` has finished,
+        with the trained ``model``, the training set, the run folder and the
+        keyword arguments it passed to ``train`` (epochs, lr, device, seed...),
+        so a later stage can run through the same loop into a subfolder and
+        resume like every run.
+        """
+
     def decode_grid(self) -> dict[str, list[Any]]:
         """Decode parameters that ``labkit tune`` sweeps, each with its candidate values.
 
