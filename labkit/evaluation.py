@@ -40,7 +40,7 @@ from labkit.metrics import (
     panoptic_quality,
     voc_ap_r,
 )
-from labkit.metrics.inputs import read_pairs, to_numpy
+from labkit.metrics.inputs import read_entry, read_pairs, to_numpy
 
 log = logging.getLogger(__name__)
 
@@ -184,13 +184,14 @@ def evaluate_predictions(
 
 
 def _classes(item: Mapping[str, Any]) -> np.ndarray:
-    """The class of each instance of a prediction/ground truth (1 where not given)."""
+    """The class of each instance of a prediction/ground truth, as the metrics read it.
+
+    Given ``classes``; else the majority ``semantic`` value under each instance
+    where there is a semantic map; else 1 (:func:`labkit.metrics.inputs.read_entry`).
+    """
     if item.get("classes") is not None:
         return to_numpy(item["classes"]).astype(np.int64).reshape(-1)
-    if item.get("ids") is not None:
-        return np.ones(len(to_numpy(item["ids"]).reshape(-1)), dtype=np.int64)
-    ids = np.unique(to_numpy(item["instances"]))
-    return np.ones(int((ids > 0).sum()), dtype=np.int64)
+    return read_entry(item, "instances").classes
 
 
 def _name(c: int, class_names: Sequence[str] | None) -> str:

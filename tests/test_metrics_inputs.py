@@ -45,3 +45,45 @@ def test_bad_predictions_are_reported(prediction, message):
 def test_length_mismatch_is_reported_by_every_metric():
     with pytest.raises(DataError, match="1 predictions for 2 ground truths"):
         voc_ap_r([{"instances": np.zeros((2, 2), int)}], [{"instances": np.zeros((2, 2), int)}] * 2)
+
+
+def test_ground_truth_without_classes_takes_them_from_its_semantic_map():
+    """DESIGN.md data contract: an instance's class is the semantic value under it (not class 1)."""
+    inst = np.array([[1, 1, 0, 2], [1, 1, 0, 2], [3, 3, 0, 0]])
+    sem = np.array([[2, 2, 0, 3], [2, 255, 0, 3], [2, 3, 0, 0]])  # instance 3: a 2-3 tie -> 2
+    gt = read_entry({"instances": inst, "semantic": sem}, "gt")
+    assert gt.classes.tolist() == [2, 3, 2]
+    ignored = read_entry({"instances": inst, "semantic": np.full_like(sem, 255)}, "gt")
+    assert ignored.classes.tolist() == [1, 1, 1]  # nothing but ignore under them: class-agnostic 1
+    # permuting ids permutes nothing of the classes' meaning
+    permuted = read_entry({"instances": np.choose(inst, [0, 7, 4, 9]), "semantic": sem}, "gt")
+    assert dict(zip(permuted.ids.tolist(), permuted.classes.tolist())) == {4: 3, 7: 2, 9: 2}
+    # explicit classes still win
+    assert read_entry({"instances": inst, "semantic": sem, "classes": [5, 5, 5]}, "gt").classes.tolist() == [5, 5, 5]
+    with pytest.raises(DataError, match="negative classes"):
+        read_entry({"instances": inst, "semantic": -sem}, "gt")
+
+
+def test_per_class_ap_scores_the_semantic_class_of_a_ground_truth_without_classes():
+    """A correct class-2 prediction is a hit only when the ground truth's class comes from its semantic map."""
+    inst = np.zeros((8, 8), dtype=np.int64)
+    inst[1:4, 1:4], inst[5:8, 5:8] = 1, 2
+    sem = np.where(inst == 1, 2, np.where(inst == 2, 3, 0))
+    pred = {"instances": inst, "ids": [1, 2], "classes": [2, 3], "scores": [0.9, 0.8]}
+    from labkit.metrics import coco_mask_ap
+
+    assert coco_mask_ap([pred], [{"instances": inst, "semantic": sem}])["ap50"] == pytest.approx(1.0)
+    assert coco_mask_ap([pred], [{"instances": inst}])["ap50"] == pytest.approx(0.0)  # class 1 matches nothing
+
+
+def test_evaluate_counts_classes_from_the_semantic_map():
+    from labkit.evaluation import evaluate_predictions
+
+    inst = np.zeros((8, 8), dtype=np.int64)
+    inst[1:4, 1:4], inst[5:8, 5:8] = 1, 2
+    sem = np.where(inst == 1, 2, np.where(inst == 2, 3, 0))
+    pred = {"instances": inst, "ids": [1, 2], "classes": [2, 3], "scores": [0.9, 0.8]}
+    out = evaluate_predictions([pred], [{"instances": inst, "semantic": sem}])
+    assert out["ap50"] == pytest.approx(1.0)
+    assert {row["n_gt"] for row in out["per_class"].values()} == {1}
+    assert sorted(out["per_class"]) == ["2", "3"]

@@ -5,7 +5,10 @@ A prediction or ground truth (DESIGN.md, "Data contract") is a dict with
 ``scores``; ``semantic`` ``[H,W]`` where the data or method has one.  Values
 may be numpy arrays or torch tensors (any device).  Lenient defaults keep
 hand-written ground truths short: missing ``ids`` are the ids in the map,
-missing ``classes`` are 1 and missing ``scores`` are 1.
+missing ``scores`` are 1, and missing ``classes`` are the majority ``semantic``
+value under each instance (ignoring 255, as :func:`labkit.data.contract.ground_truth`
+does; ties go to the smaller class) where the entry has a ``semantic`` map, 1
+otherwise (class-agnostic data).
 
 A prediction may also carry ``masks``, a boolean ``[N,H,W]`` stack aligned with
 ``ids``, for proposals that overlap (pooled from several bandwidths, as the
@@ -77,7 +80,6 @@ def read_entry(item: Mapping[str, Any] | Entry, where: str) -> Entry:
     n = len(ids)
     if n > 1 and (np.diff(np.sort(ids)) == 0).any():
         raise DataError(f"{where}: 'ids' has duplicates: {ids.tolist()}")
-    classes = _aligned(item, "classes", n, where, np.int64)
     scores = _aligned(item, "scores", n, where, np.float64)
     index = index_map(inst, ids, where)
     masks = None
@@ -94,7 +96,32 @@ def read_entry(item: Mapping[str, Any] | Entry, where: str) -> Entry:
             raise DataError(
                 f"{where}: 'semantic' shape {semantic.shape} differs from 'instances' {inst.shape}"
             )
+        if semantic.size and semantic.min() < 0:
+            raise DataError(f"{where}: 'semantic' has negative classes {_some(semantic[semantic < 0])}")
+    if item.get("classes") is None and semantic is not None:
+        classes = classes_under(index, n, semantic)
+    else:
+        classes = _aligned(item, "classes", n, where, np.int64)
     return Entry(index, ids, classes, scores, masks, semantic)
+
+
+def classes_under(index: np.ndarray, n: int, semantic: np.ndarray) -> np.ndarray:
+    """Each segment's class: the majority ``semantic`` value under it, ignoring 255.
+
+    ``index`` is an :class:`Entry` index map (segment position plus one, 0 =
+    none) with ``n`` segments.  Ties go to the smaller class; a segment whose
+    pixels are all ignore (255) gets class 1, as class-agnostic data does.
+    """
+    classes = np.ones(n, dtype=np.int64)
+    keep = (index > 0) & (semantic != IGNORE_INDEX)
+    if n == 0 or not keep.any():
+        return classes
+    seg, sem = index[keep] - 1, semantic[keep]
+    width = int(sem.max()) + 1
+    counts = np.bincount(seg * width + sem, minlength=n * width).reshape(n, width)
+    seen = counts.sum(1) > 0
+    classes[seen] = counts[seen].argmax(1)  # argmax takes the first (smallest) class on ties
+    return classes
 
 
 def _aligned(item: Mapping[str, Any], key: str, n: int, where: str, dtype: type) -> np.ndarray:
