@@ -5,7 +5,7 @@ scene ``i`` is drawn from a random generator seeded by ``(family, split, i,
 seed)`` alone, so it is identical on every call, in every process and worker,
 and the ``train`` / ``val`` / ``test`` splits never share a scene.
 
-Families (:data:`FAMILIES`): ``shapes``, ``sticks``, ``digits``, ``panoptic``.
+Families (:data:`FAMILIES`): ``shapes``, ``sticks``, ``digits``, ``panoptic``, ``nuclei``.
 Defaults: 64 x 64 scenes; 400 train, 50 val, 50 test samples.
 """
 from __future__ import annotations
@@ -18,11 +18,13 @@ import torch
 
 from labkit.data.base import SegmentationDataset, Transform
 from labkit.data.contract import Sample
-from labkit.data.synthetic import digits, panoptic, shapes, sticks
+from labkit.data.synthetic import digits, nuclei, panoptic, shapes, sticks
 from labkit.data.synthetic.family import Family, Scene
 from labkit.errors import DataError, UnknownKeyError
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (shapes.FAMILY, sticks.FAMILY, digits.FAMILY, panoptic.FAMILY)}
+FAMILIES: dict[str, Family] = {
+    f.name: f for f in (shapes.FAMILY, sticks.FAMILY, digits.FAMILY, panoptic.FAMILY, nuclei.FAMILY)
+}
 SPLITS = ("train", "val", "test")
 DEFAULT_SIZE = 64
 DEFAULT_NUM_SAMPLES = {"train": 400, "val": 50, "test": 50}
