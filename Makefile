@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 PROFILE ?= fast
 OUT    ?= runs/latest
 
-.PHONY: run test lab bench venv clean
+.PHONY: run test chromium lab bench venv clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,13 +22,29 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(BIN)/labkit notebooks run --profile $(PROFILE) --out $(OUT)
 
+CHROMIUM := /usr/bin/chromium
+# jupyter refuses to start as root (containers, cloud notebooks) without this flag
+ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
+
 ## test: the whole test suite (unit, property, notebook, browser)
-test: $(STAMP)
+## The browser test drives Debian's chromium: installed here with apt-get when
+## missing and running as root (CI, containers); otherwise one line says how.
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest
 
-## lab: JupyterLab on localhost only, token authentication on
+chromium:
+	@if [ -x $(CHROMIUM) ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "make test: installing Debian's chromium for the browser test (apt-get install chromium)"; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+		echo "make test: $(CHROMIUM) not found; the browser test will fail until you run: sudo apt-get install chromium"; \
+	fi
+
+## lab: JupyterLab on localhost only, token authentication on (--allow-root when run as root)
 lab: $(STAMP)
-	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.open_browser=False notebooks/
+	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.open_browser=False $(ROOT_FLAG) notebooks/
 
 ## bench: the benchmark scripts (speed ratios against in-process references)
 bench: $(STAMP)
