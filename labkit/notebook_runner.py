@@ -4,6 +4,11 @@ Each notebook ``NN_topic.ipynb`` runs in order with its ``parameters`` cell
 set to ``profile``, ``seed`` and ``out_dir = OUT/NN_topic``; the executed copy
 and an HTML export go to ``OUT/``, and the metrics every notebook writes to
 ``out_dir/metrics.json`` are gathered into ``OUT/summary.json``.
+
+The HTML exports open offline (:func:`export_html`): plotly figures are
+rendered into the page with plotly.js embedded once per file, and equations
+are typeset by a local copy of MathJax (``OUT/_mathjax/``, from the
+``jupyter-server-mathjax`` package) instead of a CDN.
 """
 from __future__ import annotations
 
@@ -64,14 +69,108 @@ def run_notebook(
     return json.loads(metrics_file.read_text())
 
 
+PLOTLY_MIMETYPE = "application/vnd.plotly.v1+json"
+#: folder next to the HTML exports that holds the local MathJax copy
+MATHJAX_DIR = "_mathjax"
+#: MathJax 2 configuration for the local copy, which ships the HTML-CSS output with the STIX-Web fonts only
+_MATHJAX_CONFIG = (
+    '<script>window.MathJax = {"HTML-CSS": {availableFonts: [], preferredFont: null, webFont: "STIX-Web", '
+    'imageFont: null}, messageStyle: "none"};</script>\n'
+)
+_NO_REQUIRE = "labkit-no-requirejs"
+#: nbconvert's inline loader that imports mermaid.js from a CDN when the page has diagrams
+_MERMAID_LOADER = re.compile(
+    r'<script type="module">\s*document\.addEventListener\("DOMContentLoaded", async \(\) => \{\s*'
+    r'const diagrams = document\.querySelectorAll\("\.jp-Mermaid.*?</script>',
+    re.DOTALL,
+)
+
+
+def mathjax_source() -> Path:
+    """The MathJax 2 tree shipped by the ``jupyter-server-mathjax`` package."""
+    try:
+        import jupyter_server_mathjax
+    except ImportError as exc:  # a dependency of labkit: pyproject.toml / environment.yml
+        raise LabkitError("offline HTML export needs the jupyter-server-mathjax package (pip install -e .)") from exc
+    static = Path(jupyter_server_mathjax.__file__).resolve().parent / "static"
+    if not (static / "MathJax.js").is_file():
+        raise LabkitError(f"MathJax.js not found in {static}")
+    return static
+
+
+def install_mathjax(folder: Path) -> Path:
+    """Copy the local MathJax tree to ``folder/_mathjax`` once (kept when already there); return it."""
+    import shutil
+
+    target = folder / MATHJAX_DIR
+    if not (target / "MathJax.js").is_file():
+        tmp = folder / f"{MATHJAX_DIR}.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(mathjax_source(), tmp)
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+    return target
+
+
+def render_plotly_outputs(nb: Any) -> int:
+    """Give every plotly output (JupyterLab's mimetype only) an HTML rendering; return how many.
+
+    nbconvert drops ``application/vnd.plotly.v1+json``; the added ``text/html``
+    is a ``<div>`` plus the ``Plotly.newPlot`` call with the figure's data, and
+    needs plotly.js on the page (see :func:`export_html`).
+    """
+    import plotly.io as pio
+
+    count = 0
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if PLOTLY_MIMETYPE in data:
+                if "text/html" not in data:
+                    data["text/html"] = pio.to_html(
+                        dict(data[PLOTLY_MIMETYPE]), include_plotlyjs=False, full_html=False, validate=False,
+                    )
+                count += 1
+    return count
+
+
 def export_html(notebook: Path, target: Path) -> None:
-    """Write an HTML copy of an executed notebook."""
+    """Write an HTML copy of an executed notebook that shows everything offline.
+
+    * plotly figures: rendered from their JSON into the page, with plotly.js
+      embedded once (a ``<script>`` in ``<head>``) when there is any figure;
+    * equations: MathJax from ``target.parent/_mathjax/`` (copied there once
+      by :func:`install_mathjax`), referenced by a relative URL, so the folder
+      of exports can be moved or zipped as a whole;
+    * no ``require.js`` from a CDN (nothing in the exports needs it).
+    """
     import nbformat
     from nbconvert import HTMLExporter
 
-    body, _ = HTMLExporter().from_notebook_node(nbformat.read(notebook, as_version=4))
+    nb = nbformat.read(notebook, as_version=4)
+    figures = render_plotly_outputs(nb)
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    install_mathjax(target.parent)
+    exporter = HTMLExporter(
+        mathjax_url=f"{MATHJAX_DIR}/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe",
+        require_js_url=_NO_REQUIRE,
+    )
+    body, _ = exporter.from_notebook_node(nb)
+    body = body.replace(f'<script src="{_NO_REQUIRE}"></script>', "")
+    if not any("```mermaid" in cell.source for cell in nb.cells if cell.cell_type == "markdown"):
+        body = _MERMAID_LOADER.sub("", body, count=1)  # it would import mermaid.js from a CDN
+    body = body.replace("<!-- Load mathjax -->", "<!-- Load mathjax -->\n" + _MATHJAX_CONFIG, 1)
+    if figures:
+        body = body.replace("</head>", _plotly_script() + "</head>", 1)
     with atomic_open(target, "w") as f:
         f.write(body)
+
+
+def _plotly_script() -> str:
+    from plotly.offline import get_plotlyjs
+
+    return f'<script type="text/javascript">{get_plotlyjs()}</script>\n'
 
 
 def run_notebooks(
