@@ -9,6 +9,7 @@
 * :func:`mean_shift_1d`: exact 1-D mean shift of DVIS's scalar label maps.
 * :func:`cluster_map`, :func:`score_instances`, :func:`bandwidth_sweep`,
   :func:`best_bandwidth`: embedding map -> instance map -> metrics, per bandwidth.
+* :func:`thomson_points` / :func:`thomson_energy`: even spreads of points on a sphere (HLE's class means).
 * :func:`spatial_features`, :func:`embedding_points`, :func:`pixel_coordinates`;
   :func:`labkit.clustering.demo.synthetic_embedding_map` for teaching.
 """
@@ -17,6 +18,7 @@ from labkit.clustering.meanshift1d import mean_shift_1d
 from labkit.clustering.recurrent import RecurrentMeanShift, delta_from_margin, recurrent_mean_shift
 from labkit.clustering.seeded import seeded_mean_shift
 from labkit.clustering.spatial import embedding_points, pixel_coordinates, spatial_features
+from labkit.clustering.thomson import thomson_energy, thomson_points
 from labkit.clustering.sweep import bandwidth_sweep, best_bandwidth, cluster_map, score_instances
 
 __all__ = [
@@ -35,4 +37,6 @@ __all__ = [
     "score_instances",
     "seeded_mean_shift",
     "spatial_features",
+    "thomson_energy",
+    "thomson_points",
 ]

@@ -5,11 +5,13 @@
   its accumulation over recurrent mean-shift iterates.
 * :mod:`labkit.losses.margins`: Kong & Fowlkes Sec. 3.2, how far apart N instances
   can be placed on a sphere (choice of the margin alpha).
+* :mod:`labkit.losses.lovasz`: Berman et al. 2018 Lovász hinge and Lovász-softmax (IoU surrogates).
 * :mod:`labkit.losses.dvis`: DVIS (NeurIPS 2020) binary, permutation-invariant pairwise,
   Mumford-Shah and quantisation terms on a one-channel label map.
 """
 from labkit.losses.discriminative import DiscriminativeLoss, discriminative_loss
 from labkit.losses.dvis import DVISLoss, dvis_loss, stratified_offsets
+from labkit.losses.lovasz import LovaszHinge, LovaszSoftmax, lovasz_binary, lovasz_grad, lovasz_hinge, lovasz_softmax
 from labkit.losses.margins import (
     max_instances_for_margin,
     max_margin_for_instances,
@@ -29,10 +31,16 @@ from labkit.losses.recurrent import (
 __all__ = [
     "DVISLoss",
     "DiscriminativeLoss",
+    "LovaszHinge",
+    "LovaszSoftmax",
     "PairwiseEmbeddingLoss",
     "PixelSample",
     "RecurrentGroupingLoss",
     "discriminative_loss",
+    "lovasz_binary",
+    "lovasz_grad",
+    "lovasz_hinge",
+    "lovasz_softmax",
     "dvis_loss",
     "max_instances_for_margin",
     "max_margin_for_instances",
