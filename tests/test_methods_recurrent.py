@@ -154,7 +154,7 @@ def test_gradient_map_has_one_value_per_pixel_and_changes_with_loops():
 def test_decode_recovers_instances_with_classes_and_scores():
     method = methods.get("recurrent")
     batch = scene()
-    (pred,) = method.decode(simplex_outputs(batch, noise=0.1))
+    (pred,) = method.decode(simplex_outputs(batch, noise=0.1), proposal_scales=())  # one grouping
     gt = batch["instances"][0]
     assert len(pred["ids"]) == len(pred["classes"]) == len(pred["scores"]) == 2
     for pid, cls in zip(pred["ids"].tolist(), pred["classes"].tolist()):
@@ -272,15 +272,17 @@ def test_smaller_bandwidths_pool_finer_proposals_after_the_coarse_ones():
     batch = scene()
     outputs = simplex_outputs(batch)
     emb, inst = outputs["embedding"][0], batch["instances"][0]
-    angle = math.radians(50)  # instances 5 and 9 50 degrees apart: one group at delta = 6, two at delta = 24
+    # instances 5 and 9 20 degrees apart (chord 0.35): within three kernel stds (0.5) at delta = 6, one group;
+    # beyond them (0.25) at the concentration x 4 (delta = 12), two
+    angle = math.radians(20)
     emb[:, inst == 5] = torch.tensor([0.0, 1.0, 0.0])[:, None]
     emb[:, inst == 9] = torch.tensor([0.0, math.cos(angle), math.sin(angle)])[:, None]
     (coarse,) = method.decode(outputs, split_components=False, proposal_scales=())
     assert len(coarse["ids"]) == 1 and "masks" not in coarse
-    (pooled,) = method.decode(outputs, split_components=False, proposal_scales=(4, 8))  # delta 24 and 48
+    (pooled,) = method.decode(outputs, split_components=False, proposal_scales=(4, 8))  # delta 12 and 17
     assert torch.equal(pooled["instances"], coarse["instances"])  # the map is the coarsest grouping
     masks = pooled["masks"]
-    assert masks.shape == (3, 10, 10)  # the merged pair, then each instance once (delta 48 repeats delta 24)
+    assert masks.shape == (3, 10, 10)  # the merged pair, then each instance once (delta 17 repeats delta 12)
     assert torch.equal(masks[0], inst > 0)
     assert {frozenset(inst[m].unique().tolist()) for m in masks[1:]} == {frozenset({5}), frozenset({9})}
     assert pooled["scores"][0] > 2 / 3 >= pooled["scores"][1:].max() > 1 / 3  # three levels: coarse first

@@ -36,7 +36,8 @@ class MeanShift(ClusterMixin, BaseEstimator):
       sphere after every step. Since ``|x - m|^2 = 2 - 2 cos`` for unit
       vectors, vMF with a given bandwidth is the Gaussian of that bandwidth on
       the chord distance, so bandwidths mean the same thing for all kernels;
-      Kong & Fowlkes's concentration ``delta`` is ``bandwidth = delta ** -0.5``.
+      Kong & Fowlkes's ``delta`` (Sec. 4.1: the Gaussian ``exp(-delta^2 / 2
+      |x - y|^2)``, vMF concentration ``delta^2``) is ``bandwidth = 1 / delta``.
     * ``truncate``: the Gaussian and vMF kernels are cut at ``truncate *
       bandwidth`` (weights below ``exp(-truncate^2 / 2)``, 1.1% at the default 3).
     * ``coord_bandwidth``: with ``fit(X, coordinates=C)``, the pixel

@@ -9,8 +9,9 @@ Training (Sec. 3 and 4.2), per image:
 1. at most ``max_pixels`` pixels are sampled uniformly (Sec. 3.1), background
    included as one more group by default;
 2. the recurrent mean-shift module (Eq. 3, von Mises-Fisher kernel
-   ``K = exp(delta X^T X)``, step ``eta``) is unrolled ``iterations`` loops on
-   the sampled embeddings, keeping every iterate ``X^0 .. X^T``;
+   ``K = exp(delta^2 X^T X)``, step ``eta``, iterates re-projected onto the
+   sphere) is unrolled ``iterations`` loops on the sampled embeddings,
+   keeping every iterate ``X^0 .. X^T``;
 3. the pairwise loss of Eq. 2 (calibrated cosine similarity, margin
    ``alpha``, instance-size weights ``w_i = 1 / |I_q|``) is evaluated at every
    loop and accumulated (Sec. 4.2), so the gradient flows back through the
@@ -18,49 +19,55 @@ Training (Sec. 3 and 4.2), per image:
 
 The total is ``grouping + semantic_weight * CE``.
 
-The kernel concentration is tied to the margin as in Sec. 4.1:
+The kernel bandwidth is tied to the margin as in Sec. 4.1:
 ``1 / delta = (1 - alpha) / 3``, "so that the cluster separation (margin) in
 the learned embedding space is three standard deviations of the kernel"
-(``delta = 6`` at the default ``alpha = 0.5``).
+(``delta = 6`` at the default ``alpha = 0.5``). ``1 / delta`` is the standard
+deviation of the paper's Gaussian ``exp(-delta^2 / 2 |x - y|^2)``, which on
+the sphere is the vMF kernel of concentration ``delta^2`` (36); the paper's
+``K = exp(delta X^T X)`` read literally (concentration 6) is a kernel wider
+than the margin that merges separated groups, and Eq. 2 then rises through
+the loops instead of falling (see :mod:`labkit.clustering.recurrent`). The
+iterates are re-projected onto the sphere after every loop, as in the
+authors' code (Eq. 3 as written leaves the sphere).
 
 Decoding (the authors released none; our reading of Sec. 4-5): inside the
 predicted foreground, at most ``decode_pixels`` pixels are sampled and moved
 by ``decode_iterations`` loops of the same recurrent mean shift, which
 collapses each group onto a mode (Fig. 4).  Converged points closer than
-three kernel standard deviations (``cos > 1 - 3 / delta``, i.e. ``cos > alpha``
-at the tied ``delta``) are merged into one mode, and every foreground pixel joins the
-mode most similar to its embedding, unless that similarity is below
-``alpha`` (then it stays unlabelled).  With ``split_components`` (default)
-the spatially separate pieces of one group become separate instances: a
-convolutional network without position information gives look-alike digits
-in different places the same embedding (on digits, fast profile: AR50@10
-0.49 -> 0.55).  An instance's score is the mean
+three kernel standard deviations (chord ``|x - y| < 3 / delta``, i.e.
+``cos > 1 - 4.5 / delta^2``) are merged into one mode, and every foreground
+pixel joins the mode most similar to its embedding, unless that calibrated
+similarity is below ``alpha`` (then it stays unlabelled).  With
+``split_components`` (default) the spatially separate pieces of one group
+become separate instances: a convolutional network gives look-alike objects
+in different places the same embedding.  An instance's score is the mean
 semantic confidence of its class times its compactness, the mean vMF kernel
-value ``exp(delta (cos - 1))`` between its pixels and its mode.
+value ``exp(delta^2 (cos - 1))`` between its pixels and its mode.
 
 Proposals (Sec. 5.3, footnote 4: "we run the mean shift grouping with
 multiple smaller bandwidth parameters, pool the results, and remove redundant
-proposals"): the grouping is repeated with the concentration ``delta``
-multiplied by each of ``proposal_scales`` (default 2, 4, 8, 16 and 32:
-smaller bandwidths, halving the kernel's angular width each time), the
-results are pooled and redundant proposals removed (:func:`pool_proposals`);
-the prediction carries the overlapping proposals under ``masks``, ranked
-coarse to fine, and the instance map of the first grouping.  The paper pools
-to go beyond its ~10 proposals per image; a digits scene has 2-5 objects, so
-the finer groupings fill the ten proposals of AR@10 with alternative splits
-of touching digits, the one failure left (every digit missed by the ten
-proposals of a 40-epoch model lay in a proposal that also held a touching
-digit).  The scales were chosen on the ``val`` split (that model, AR50@10:
-one grouping 0.77, scales 2-4 0.77, 2-16 0.80, 2-32 0.81, 2-64 0.81).
+proposals"): the grouping is repeated with the concentration ``delta^2``
+multiplied by each of ``proposal_scales`` (smaller bandwidths: a factor 4
+halves the kernel's width), the results are pooled and redundant proposals
+removed (:func:`pool_proposals`); the prediction carries the overlapping
+proposals under ``masks``, ranked coarse to fine, and the instance map of the
+first grouping.  The paper pools to go beyond its ~10 proposals per image; a
+digits scene has 2-5 objects, so the finer groupings fill the ten proposals
+of AR@10 with alternative splits of touching digits.  The default scales
+were chosen on the digits ``val`` split (figures in ``benchmarks/RESULTS.md``);
 ``proposal_scales=()`` keeps one grouping.
+
+Loop counts: training unrolls ``iterations`` loops and decoding runs
+``decode_iterations``; see the field comments of :class:`RecurrentParams`
+and ``benchmarks/RESULTS.md`` for the measurement behind them.
 
 Position: the small UNet gets two pixel-coordinate input channels by
 default (``coords``, :mod:`labkit.models.unet`; not in the paper, whose
 ResNet on PASCAL images sees objects that differ in appearance).  Digits of
 one scene share their ink and background, and a translation-equivariant
 network gives look-alike digits the same embedding, so touching digits
-cannot be told apart (on digits, AR50@10 without splitting spatial pieces:
-0.08 after 40 epochs without coordinates, 0.67 after 20 epochs with them).
+cannot be told apart without position.
 
 Defaults: ``alpha = 0.5`` and a 64-dim embedding (the paper's setting for
 real data; a 3-dim embedding, as in the paper's toy Fig. 4, needs the margin
@@ -71,11 +78,13 @@ authors sample <= 4000 pixels per image; CPU training uses 500.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from labkit.clustering.recurrent import concentration, delta_from_margin
 from labkit.data.contract import IGNORE_INDEX
 from labkit.errors import LabkitError
 from labkit.losses import recurrent_grouping_loss, sample_pixels
@@ -93,15 +102,16 @@ class RecurrentParams:
 
     embedding_dim: int = 64
     alpha: float = 0.5  # margin of Eq. 2 (negative pairs pay [s - alpha]_+)
-    delta: float | None = None  # vMF concentration; None = 3 / (1 - alpha) (Sec. 4.1)
+    delta: float | None = None  # kernel inverse std (concentration delta^2); None = 3 / (1 - alpha) (Sec. 4.1)
     eta: float = 1.0  # mean-shift step of Eq. 3
+    normalize: bool = True  # re-project the iterates onto the sphere after every loop (authors' code)
     iterations: int = 3  # loops unrolled during training (loss accumulated over all)
     max_pixels: int = 500  # pixels sampled per image for the loss (authors: <= 4000 on a GPU)
     include_background: bool = True  # background is one more group in Eq. 2
     semantic_weight: float = 1.0
     decode_iterations: int = 10  # loops at inference (Fig. 4)
     decode_pixels: int = 2000  # foreground pixels moved by mean shift at inference
-    # groupings at delta x these are pooled as proposals (footnote 4)
+    # groupings at the concentration delta^2 x these are pooled as proposals (footnote 4)
     proposal_scales: tuple[float, ...] = (2.0, 4.0, 8.0, 16.0, 32.0)
     min_area: int = 8  # smallest instance kept, in pixels
     split_components: bool = True  # spatially separate pieces of one cluster become separate instances
@@ -109,7 +119,7 @@ class RecurrentParams:
     depth: int = 4  # UNet downsamplings
     coords: bool = True  # pixel-coordinate input channels (UNet): look-alike digits need them, see the docstring
     epochs: int = 40
-    lr: float = 1e-3  # 2e-3 left digits training on a plateau (AR50@10 0.42 vs 0.60)
+    lr: float = 1e-3  # 2e-3 left digits training on a plateau (benchmarks/RESULTS.md)
 
 
 @register
@@ -122,9 +132,13 @@ class Recurrent(Method):
 
     @property
     def delta(self) -> float:
-        """The vMF concentration ``delta`` (tied to ``alpha`` unless set)."""
+        """The kernel's inverse standard deviation ``delta`` (tied to ``alpha`` unless set; concentration ``delta^2``)."""
         p = self.defaults
-        return float(p.delta) if p.delta is not None else 3.0 / (1.0 - float(p.alpha))
+        return float(p.delta) if p.delta is not None else delta_from_margin(float(p.alpha))
+
+    def decode_grid(self) -> dict[str, list[Any]]:
+        """``delta`` around the tied value: concentrations ``delta^2`` x 0.5, 1, 2 and 4."""
+        return {"delta": [round(self.delta * math.sqrt(k), 4) for k in (0.5, 1.0, 2.0, 4.0)]}
 
     def heads(self, num_classes: int) -> dict[str, int]:
         """``embedding`` (``embedding_dim``, unit norm) and ``semantic`` (one logit per class)."""
@@ -144,7 +158,7 @@ class Recurrent(Method):
 
         p = self.defaults
         return RecurrentMeanShift(
-            alpha=p.alpha, delta=self.delta, eta=p.eta,
+            alpha=p.alpha, delta=self.delta, eta=p.eta, normalize=bool(p.normalize),
             iterations=p.iterations if iterations is None else int(iterations),
         )
 
@@ -213,7 +227,7 @@ class Recurrent(Method):
             "max_pixels": int(params.get("decode_pixels", p.decode_pixels)),
             "min_area": int(params.get("min_area", p.min_area)),
             "split": bool(params.get("split_components", p.split_components)),
-            "deltas": (delta, *(delta * float(k) for k in scales or ())),
+            "deltas": (delta, *(delta * math.sqrt(float(k)) for k in scales or ())),  # concentration x k
             "things": params.get("things"),
         }
         seed = int(params.get("seed", 0))
@@ -257,24 +271,26 @@ class Recurrent(Method):
         """Cluster unit vectors ``points [P, D]``; ``(assignment [P], quality [M])``.
 
         ``subset`` (some of the points) is moved by ``iterations`` loops of
-        recurrent mean shift with concentration ``delta``; converged points
-        closer than three kernel standard deviations (``1 - cos < 3 / delta``,
-        which is ``cos > alpha`` at the tied ``delta`` of Sec. 4.1) are merged
+        recurrent mean shift with the kernel ``exp(delta^2 x.y)``; converged
+        points closer than three kernel standard deviations (chord
+        ``|x - y| < 3 / delta``, i.e. ``cos > 1 - 4.5 / delta^2``) are merged
         into modes (:func:`merge_modes`), and every point joins its most
         similar mode (``-1`` when the calibrated similarity is below
         ``alpha``).  ``quality`` is each mode's mean vMF kernel value
-        ``exp(delta (cos - 1))`` over its points.
+        ``exp(delta^2 (cos - 1))`` over its points.
         """
         from labkit.clustering import RecurrentMeanShift
 
-        alpha = self.defaults.alpha
-        module = RecurrentMeanShift(alpha=alpha, delta=delta, eta=self.defaults.eta, iterations=iterations)
-        modes = merge_modes(module(subset)[-1], similarity=1 - 1.5 / delta)  # calibrated: cos > 1 - 3 / delta
+        p = self.defaults
+        module = RecurrentMeanShift(alpha=p.alpha, delta=delta, eta=p.eta, normalize=bool(p.normalize),
+                                    iterations=iterations)
+        kappa = concentration(delta)
+        modes = merge_modes(module(subset)[-1], similarity=1 - 2.25 / kappa)  # calibrated: cos > 1 - 4.5 / kappa
         best, assignment = (points @ modes.t()).max(dim=1)
-        assignment = torch.where((1 + best) / 2 >= alpha, assignment, -1)
+        assignment = torch.where((1 + best) / 2 >= p.alpha, assignment, -1)
         inside = assignment >= 0
         counts = torch.bincount(assignment[inside], minlength=len(modes)).float()
-        kernel = torch.exp(delta * (best - 1))
+        kernel = torch.exp(kappa * (best - 1))
         compact = torch.zeros(len(modes), device=points.device).index_add_(0, assignment[inside], kernel[inside])
         return assignment, compact / counts.clamp(min=1)
 
