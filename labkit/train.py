@@ -6,8 +6,20 @@ per-step learning-rate schedule (default ``"cosine"``: from ``lr`` down to 0
 over all steps; ``"poly"``: ``lr * (1 - t/T)**0.9``; ``"constant"``).
 Mixed precision (``torch.autocast`` + ``GradScaler``) runs on CUDA only.
 
+An epoch is one pass over the training set by default; with
+``steps_per_epoch`` it is that many optimiser steps whatever the size of the
+set (the samples of an epoch are consecutive random permutations of the set,
+cut to ``steps_per_epoch * batch_size``), so two images and two hundred train
+for as long; with random crops every step still sees new views.
+
 After every epoch it writes ``RUN_DIR/model.pt`` (see :mod:`labkit.checkpoint`
-for the layout) and ``RUN_DIR/history.json``, both atomically. Calling
+for the layout) and ``RUN_DIR/history.json``, both atomically.  Given a
+validation set and ``val_metric`` (a figure of the model on the validation
+images, higher is better, e.g. the matching accuracy of their decoded
+instances; the validation loss says little about decoded instances), it
+also keeps ``RUN_DIR/best.pt``, the model of the epoch with the best figure
+(ties keep the earlier epoch).  ``best.pt`` has the layout of ``model.pt``
+without the optimiser states, so :func:`load_checkpoint` reads either. Calling
 ``train`` again on the same folder resumes from the last completed epoch
 with model, optimiser, scheduler, scaler and every random generator restored,
 so on CPU an interrupted run finishes bit-for-bit like an uninterrupted one.
@@ -28,12 +40,12 @@ import random
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 from tqdm.auto import tqdm
 
 from labkit import checkpoint as ckpt
@@ -46,6 +58,7 @@ log = logging.getLogger(__name__)
 
 SCHEDULES = ("cosine", "poly", "constant")
 HISTORY_NAME = "history.json"
+BEST_NAME = "best.pt"
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -122,6 +135,8 @@ def train(
     progress: bool = True,
     data_spec: str | None = None,
     log_every: int = 50,
+    steps_per_epoch: int | None = None,
+    val_metric: Callable[[nn.Module], float] | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` for ``method`` on ``train_set``; return the history.
 
@@ -131,8 +146,15 @@ def train(
     the epoch's last step) and ``seconds``. It is also saved as
     ``out_dir/history.json`` and inside the checkpoint. ``model`` is trained
     in place and left on ``device``.
+
+    ``steps_per_epoch``: optimiser steps per epoch (None: one pass over
+    ``train_set``).  ``val_metric``: called with the model (in eval mode, on
+    ``device``) after each epoch when ``val_set`` is given; its value is
+    recorded as ``val_score`` and picks ``best.pt`` (higher is better).
     """
     _check_arguments(epochs, batch_size, schedule, model)
+    if steps_per_epoch is not None and (isinstance(steps_per_epoch, bool) or int(steps_per_epoch) < 1):
+        raise LabkitError(f"steps_per_epoch must be a positive integer or None, got {steps_per_epoch!r}")
     _check_dataset(train_set, "training set")
     if val_set is not None:
         _check_dataset(val_set, "validation set")
@@ -149,10 +171,13 @@ def train(
             f"expects {model.config['in_channels']}"
         )
     settings = {"batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "seed": seed, "schedule": schedule}
+    if steps_per_epoch is not None:  # absent from older checkpoints, which mean one pass per epoch
+        settings["steps_per_epoch"] = int(steps_per_epoch)
 
     model.to(dev)
     loader_generator = torch.Generator()
-    loader = _loader(train_set, batch_size, dev, num_workers, shuffle=True, generator=loader_generator)
+    loader = _loader(train_set, batch_size, dev, num_workers, shuffle=True, generator=loader_generator,
+                     num_samples=None if steps_per_epoch is None else int(steps_per_epoch) * batch_size)
     val_loader = None if val_set is None else _loader(val_set, batch_size, dev, num_workers, shuffle=False)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -189,14 +214,25 @@ def train(
             if val_loader is not None:
                 val = _mean_terms(method, model, val_loader, dev, use_amp, epoch)
                 record.update({f"val_{name}": value for name, value in val.items()})
+                if val_metric is not None:
+                    record["val_score"] = _val_score(val_metric, model)
+                    model.train()
             record.update(lr=last_lr, seconds=time.perf_counter() - started)
+            improved = "val_score" in record and _is_best(record, history["epochs"])
             history["epochs"].append(record)
-            ckpt.save_checkpoint(path, {
+            common = {
                 "method": {"key": method.key, "params": dataclasses.asdict(method.defaults)},
                 "model": {"config": model.config, "state": model.state_dict()},
                 "data": data,
                 "epoch": epoch,
                 "training": {"epochs": epochs, **settings},
+            }
+            if improved:  # before model.pt: a crash in between leaves model.pt one epoch behind, never best.pt
+                ckpt.save_checkpoint(out_dir / BEST_NAME, {**common, "history": history})
+                log.info("%s epoch %d: best so far (val_score %.4g), saved %s", method.key, epoch,
+                         record["val_score"], out_dir / BEST_NAME)
+            ckpt.save_checkpoint(path, {
+                **common,
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(),
@@ -208,6 +244,24 @@ def train(
             epoch_bar.set_postfix_str(summary)
             log.info("%s epoch %d/%d: %s (%.1f s)", method.key, epoch, epochs, summary, record["seconds"])
     return history
+
+
+def _is_best(record: dict[str, Any], previous: list[dict[str, Any]]) -> bool:
+    """Whether ``record``'s ``val_score`` beats every earlier epoch's (ties keep the earlier one)."""
+    value = record["val_score"]
+    if not math.isfinite(value):
+        return False
+    earlier = [r["val_score"] for r in previous if "val_score" in r and math.isfinite(r["val_score"])]
+    return not earlier or value > max(earlier)
+
+
+def _val_score(val_metric: Callable[[nn.Module], float], model: nn.Module) -> float:
+    model.eval()
+    with torch.no_grad():
+        value = float(val_metric(model))
+    if not math.isfinite(value):
+        log.warning("val_metric returned %r; this epoch cannot be the best", value)
+    return value
 
 
 def _restore(
@@ -316,8 +370,21 @@ def _seed_worker(worker_id: int) -> None:
 
 def _loader(
     dataset: Any, batch_size: int, device: torch.device, num_workers: int, shuffle: bool,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | None = None, num_samples: int | None = None,
 ) -> DataLoader:
+    """Batches of ``dataset``; with ``num_samples``, that many samples per pass (consecutive permutations).
+
+    ``RandomSampler(num_samples=len(dataset))`` draws exactly what
+    ``shuffle=True`` draws from ``generator``, so a fixed number of steps that
+    equals one pass reproduces the one-pass epochs.
+    """
+    if num_samples is not None:
+        sampler = RandomSampler(dataset, num_samples=num_samples, generator=generator)
+        return DataLoader(
+            dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate, num_workers=num_workers,
+            generator=generator, worker_init_fn=_seed_worker if num_workers else None,
+            pin_memory=device.type == "cuda",
+        )
     return DataLoader(
         dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, num_workers=num_workers,
         generator=generator, worker_init_fn=_seed_worker if num_workers else None,
@@ -360,7 +427,7 @@ def _check_same_run(
         "method": state["method"]["key"],
         "method parameters": state["method"]["params"],
         "model": state["model"]["config"],
-        **{name: state["training"][name] for name in settings},
+        **{name: state["training"].get(name) for name in settings},
     }
     current = {
         "method": method.key,
