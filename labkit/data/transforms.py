@@ -171,3 +171,96 @@ class RandomScale:
 
     def __repr__(self) -> str:
         return f"RandomScale(scale={self.scale})"
+
+
+class RandomRot90:
+    """Rotate by ``k`` quarter turns, ``k`` uniform in 0..3 (microscopy has no "up")."""
+
+    def __init__(self, generator: Optional[torch.Generator] = None) -> None:
+        self.generator = generator
+
+    def __call__(self, sample: Sample) -> Sample:
+        k = _randint(self.generator, 3)
+        if k == 0:
+            return dict(sample)
+        return _map_spatial(sample, lambda key, x: torch.rot90(x, k, dims=(-2, -1)))
+
+    def __repr__(self) -> str:
+        return "RandomRot90()"
+
+
+class RandomIntensity:
+    """``image * s + o`` with ``s`` log-uniform in ``scale`` and ``o`` uniform in ``offset``; labels untouched.
+
+    Imitates a brighter or dimmer stain, exposure or lamp and a shifted
+    background.  Images normalised to ``[0, 1]`` may leave that range
+    slightly; that is intended (a new image normalised the same way may too)
+    and nothing is clipped.  ``p`` is the probability of changing a sample.
+    """
+
+    def __init__(
+        self, scale: tuple[float, float] = (0.7, 1.4), offset: tuple[float, float] = (-0.1, 0.1), p: float = 0.8,
+        generator: Optional[torch.Generator] = None,
+    ) -> None:
+        if not 0 < scale[0] <= scale[1]:
+            raise LabkitError(f"intensity scale range must satisfy 0 < low <= high, got {scale}")
+        if not offset[0] <= offset[1]:
+            raise LabkitError(f"intensity offset range must satisfy low <= high, got {offset}")
+        if not 0.0 <= p <= 1.0:
+            raise LabkitError(f"probability p must be in [0, 1], got {p}")
+        self.scale = (float(scale[0]), float(scale[1]))
+        self.offset = (float(offset[0]), float(offset[1]))
+        self.p = float(p)
+        self.generator = generator
+
+    def __call__(self, sample: Sample) -> Sample:
+        out = dict(sample)
+        if _uniform(self.generator) >= self.p:
+            return out
+        lo, hi = torch.log(torch.tensor(self.scale)).tolist()
+        s = float(torch.exp(torch.tensor(_uniform(self.generator, lo, hi))))
+        o = _uniform(self.generator, *self.offset)
+        out["image"] = sample["image"] * s + o
+        return out
+
+    def __repr__(self) -> str:
+        return f"RandomIntensity(scale={self.scale}, offset={self.offset}, p={self.p})"
+
+
+#: augmentation presets of :func:`augmentation` (``"auto"`` picks one from the number of channels)
+AUGMENTATIONS = ("auto", "microscopy", "photo", "none")
+
+
+def augmentation(
+    kind: str = "auto", *, crop: int | Sequence[int] | None = None, in_channels: int = 1,
+    scale_jitter: tuple[float, float] | None = None, generator: Optional[torch.Generator] = None,
+) -> Compose:
+    """A training augmentation for images of ``in_channels`` channels.
+
+    - ``"microscopy"``: a random ``crop`` (padded where the image is smaller),
+      flips in both axes and quarter turns (a specimen has no up or left:
+      all 8 orientations), intensity scale 0.7-1.4 and offset +-0.1;
+    - ``"photo"``: a random crop, left-right flips only (the sky stays up),
+      the same intensity jitter;
+    - ``"none"``: the crop alone;
+    - ``"auto"``: ``"microscopy"`` for 1-channel images, ``"photo"`` otherwise.
+
+    ``scale_jitter=(lo, hi)`` rescales by a random factor before cropping (off
+    by default: magnification is fixed within a microscopy data set).
+    """
+    if kind not in AUGMENTATIONS:
+        raise LabkitError(f"unknown augmentation {kind!r}; choices: {', '.join(AUGMENTATIONS)}")
+    if kind == "auto":
+        kind = "microscopy" if in_channels == 1 else "photo"
+    steps: list = []
+    if scale_jitter is not None:
+        steps.append(RandomScale(scale_jitter, generator=generator))
+    if crop is not None:
+        steps.append(RandomCrop(crop, generator=generator))
+    if kind == "microscopy":
+        steps += [RandomFlip(horizontal=True, vertical=True, generator=generator), RandomRot90(generator=generator)]
+    elif kind == "photo":
+        steps.append(RandomFlip(generator=generator))
+    if kind != "none":
+        steps.append(RandomIntensity(generator=generator))
+    return Compose(steps)
