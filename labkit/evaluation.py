@@ -5,6 +5,14 @@
 writes as JSON, ``format_table`` renders that dict for people, and
 ``evaluate`` does all of it for a method, model and dataset.
 
+Images larger than the training crop can be predicted by sliding window
+(``tile=``): the network and the decoder run on overlapping tiles of the
+training size (what the model saw, pixel-coordinate channels included), and
+the tiles' instance maps are stitched into one (:func:`stitch_tiles`): each
+pixel is taken from the tile whose centre region holds it, and an instance
+is one instance across tiles when the tiles agree on it in their overlap,
+so an object that crosses a tile border comes out whole.
+
 Keys of the result (all scores on a 0–1 scale):
 
 - always: ``n_images``, ``n_instances`` (ground truth), ``n_predicted``;
@@ -56,9 +64,16 @@ def predict_dataset(
     batch_size: int = 4,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    tile: int | Sequence[int] | None = None,
+    overlap: int | None = None,
     **decode_params: Any,
 ) -> tuple[list[dict[str, torch.Tensor]], list[dict[str, torch.Tensor] | None]]:
     """Predictions (``method.decode``) and ground truths for every sample, on the CPU.
+
+    With ``tile``, an image larger than ``tile`` (in either side) is predicted
+    by sliding window with ``overlap`` pixels between tiles (default a quarter
+    of the tile) and stitched (:func:`predict_tiled`); smaller images are
+    predicted whole.
 
     The ground truth is None for a sample without ``instances`` (images to
     predict on, with no masks).
@@ -85,6 +100,7 @@ def predict_dataset(
         predictions.extend({k: _cpu(v) for k, v in p.items()} for p in decoded)
         ground_truths.extend(ground_truth(s) if "instances" in s else None for s in samples)
 
+    tile_hw = None if tile is None else _tile_size(tile)
     was_training = model.training
     model.to(device).eval()
     try:
@@ -92,6 +108,12 @@ def predict_dataset(
             pending: list[dict[str, Any]] = []
             for i in tqdm(range(len(dataset)), desc="predict", disable=not progress):
                 sample = dataset[i]
+                if tile_hw is not None and needs_tiles(sample["image"].shape[-2:], tile_hw):
+                    windows = tile_windows(sample["image"].shape[-2:], tile_hw, overlap)
+                    outputs = window_outputs(model, sample["image"], windows, device=device, batch_size=batch_size)
+                    predictions.append(decode_windows(method, outputs, windows, **decode_params))
+                    ground_truths.append(ground_truth(sample) if "instances" in sample else None)
+                    continue
                 if pending and (
                     len(pending) == batch_size or sample["image"].shape != pending[0]["image"].shape
                 ):
@@ -107,6 +129,214 @@ def predict_dataset(
 
 def _cpu(value: Any) -> Any:
     return value.detach().cpu() if isinstance(value, torch.Tensor) else value
+
+
+# -- sliding-window prediction ---------------------------------------------------------------------------------
+
+Window = tuple[int, int, int, int]  # top, left, height, width
+
+
+def _tile_size(tile: int | Sequence[int]) -> tuple[int, int]:
+    th, tw = (tile, tile) if isinstance(tile, int) else tuple(int(t) for t in tile)
+    if th < 1 or tw < 1:
+        raise LabkitError(f"tile size must be positive, got {tile}")
+    return th, tw
+
+
+def needs_tiles(size: Sequence[int], tile: int | Sequence[int]) -> bool:
+    """Whether an image of ``size`` ``(H, W)`` is larger than ``tile`` in either side."""
+    th, tw = _tile_size(tile)
+    return int(size[0]) > th or int(size[1]) > tw
+
+
+def _starts(length: int, tile: int, overlap: int) -> list[int]:
+    if length <= tile:
+        return [0]
+    stride = tile - overlap
+    starts = list(range(0, length - tile, stride))
+    return starts + [length - tile]
+
+
+def tile_windows(size: Sequence[int], tile: int | Sequence[int], overlap: int | None = None) -> list[Window]:
+    """Windows ``(top, left, height, width)`` covering an image of ``size`` with tiles of ``tile``.
+
+    Neighbouring tiles overlap by at least ``overlap`` pixels (default a
+    quarter of the tile side); the last tile of a row or column is aligned
+    with the image border.  A side shorter than the tile is one window of
+    the image's length.
+    """
+    H, W = int(size[0]), int(size[1])
+    th, tw = _tile_size(tile)
+    if overlap is None:
+        overlap = min(th, tw) // 4
+    overlap = int(overlap)
+    if not 0 <= overlap < min(th, tw):
+        raise LabkitError(f"tile overlap must be in [0, tile side), got {overlap} for tiles of {th} x {tw}")
+    return [
+        (y, x, min(th, H), min(tw, W))
+        for y in _starts(H, th, overlap) for x in _starts(W, tw, overlap)
+    ]
+
+
+def window_outputs(
+    model: nn.Module, image: torch.Tensor, windows: Sequence[Window], *, device: str | torch.device = "cpu",
+    batch_size: int = 4,
+) -> dict[str, torch.Tensor]:
+    """The model's outputs on every window of ``image [C,H,W]``, stacked ``[n_windows, ...]`` on the CPU."""
+    device = torch.device(device)
+    chunks: list[dict[str, torch.Tensor]] = []
+    step = max(1, int(batch_size))
+    with torch.no_grad():
+        for i in range(0, len(windows), step):
+            crops = torch.stack([image[:, y:y + h, x:x + w] for y, x, h, w in windows[i:i + step]])
+            out = model(crops.to(device))
+            chunks.append({k: v.detach().cpu() for k, v in out.items() if isinstance(v, torch.Tensor)})
+    return {k: torch.cat([c[k] for c in chunks]) for k in chunks[0]}
+
+
+def decode_windows(
+    method: Method, outputs: dict[str, torch.Tensor], windows: Sequence[Window], **decode_params: Any
+) -> dict[str, torch.Tensor]:
+    """Decode every window's outputs and stitch them into one prediction (:func:`stitch_tiles`)."""
+    decoded = method.decode(outputs, **decode_params)
+    if len(decoded) != len(windows):
+        raise LabkitError(f"method {method.key!r} decoded {len(decoded)} predictions for {len(windows)} tiles")
+    decoded = [{k: _cpu(v) for k, v in p.items()} for p in decoded]
+    if len(windows) == 1:
+        return decoded[0]
+    return stitch_tiles(decoded, windows)
+
+
+def predict_tiled(
+    method: Method, model: nn.Module, image: torch.Tensor, tile: int | Sequence[int], *,
+    overlap: int | None = None, device: str | torch.device = "cpu", batch_size: int = 4, **decode_params: Any,
+) -> dict[str, torch.Tensor]:
+    """One prediction for ``image [C,H,W]`` by sliding window: network and decoder per tile, then stitched."""
+    windows = tile_windows(image.shape[-2:], tile, overlap)
+    was_training = model.training
+    model.to(device).eval()
+    try:
+        outputs = window_outputs(model, image, windows, device=device, batch_size=batch_size)
+    finally:
+        model.train(was_training)
+    return decode_windows(method, outputs, windows, **decode_params)
+
+
+def _owned_ranges(starts: list[int], tile: int, length: int) -> list[tuple[int, int]]:
+    """Per tile along one axis, the half-open range of pixels it owns: up to the middle of each overlap."""
+    cuts = [0] + [(starts[i + 1] + starts[i] + tile) // 2 for i in range(len(starts) - 1)] + [length]
+    return [(cuts[i], cuts[i + 1]) for i in range(len(starts))]
+
+
+def stitch_tiles(
+    predictions: Sequence[Mapping[str, Any]], windows: Sequence[Window], *, min_overlap: float = 0.5,
+    min_pixels: int = 4,
+) -> dict[str, torch.Tensor]:
+    """One prediction from per-tile predictions on overlapping ``windows`` (a regular grid, as tile_windows).
+
+    Every pixel takes its label from the tile that owns it: tiles split each
+    overlap down the middle, so a pixel comes from the tile where it lies
+    farthest from a tile border (where the network saw the most context).
+    Instance ``i`` of tile A and ``j`` of tile B are one instance when, inside
+    the overlap of A and B, they share at least ``min_overlap`` of the smaller
+    one's pixels there (and ``min_pixels`` pixels); links are followed
+    transitively (union-find), so an object spread over several tiles is one
+    instance.  Its class and score come from the tile holding most of it.
+    ``semantic`` maps are stitched by ownership; overlapping proposals
+    (``masks``) are not stitched and are left out.
+    """
+    if len(predictions) != len(windows) or not windows:
+        raise LabkitError(f"{len(predictions)} tile predictions for {len(windows)} windows")
+    height = max(y + h for y, _, h, _ in windows)
+    width = max(x + w for _, x, _, w in windows)
+    ys = sorted({y for y, _, _, _ in windows})
+    xs = sorted({x for _, x, _, _ in windows})
+    th, tw = windows[0][2], windows[0][3]
+    rows = dict(zip(ys, _owned_ranges(ys, th, height)))
+    cols = dict(zip(xs, _owned_ranges(xs, tw, width)))
+
+    labels = [np.asarray(to_numpy(p["instances"]), dtype=np.int64) for p in predictions]
+    offsets = np.cumsum([0] + [int(lab.max(initial=0)) + 1 for lab in labels])
+    parent = np.arange(int(offsets[-1]))
+
+    def find(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = int(parent[a])
+        return a
+
+    for a in range(len(windows)):
+        for b in range(a + 1, len(windows)):
+            ya, xa, ha, wa = windows[a]
+            yb, xb, hb, wb = windows[b]
+            y0, y1 = max(ya, yb), min(ya + ha, yb + hb)
+            x0, x1 = max(xa, xb), min(xa + wa, xb + wb)
+            if y1 <= y0 or x1 <= x0:
+                continue
+            la = labels[a][y0 - ya:y1 - ya, x0 - xa:x1 - xa].reshape(-1)
+            lb = labels[b][y0 - yb:y1 - yb, x0 - xb:x1 - xb].reshape(-1)
+            area_a = np.bincount(la)
+            area_b = np.bincount(lb)
+            both = (la > 0) & (lb > 0)
+            if not both.any():
+                continue
+            pairs, counts = np.unique(np.stack([la[both], lb[both]]), axis=1, return_counts=True)
+            for (i, j), n in zip(pairs.T.tolist(), counts.tolist()):
+                if n >= min_pixels and n >= min_overlap * min(area_a[i], area_b[j]):
+                    ra, rb = find(int(offsets[a] + i)), find(int(offsets[b] + j))
+                    if ra != rb:
+                        parent[max(ra, rb)] = min(ra, rb)
+
+    canvas = np.zeros((height, width), dtype=np.int64)  # global node + 1 (0 = background)
+    semantic = None
+    if all(p.get("semantic") is not None for p in predictions):
+        semantic = np.zeros((height, width), dtype=np.int64)
+    for t, (y, x, h, w) in enumerate(windows):
+        r0, r1 = rows[y]
+        c0, c1 = cols[x]
+        piece = labels[t][r0 - y:r1 - y, c0 - x:c1 - x]
+        canvas[r0:r1, c0:c1] = np.where(piece > 0, piece + offsets[t] + 1, 0)
+        if semantic is not None:
+            semantic[r0:r1, c0:c1] = to_numpy(predictions[t]["semantic"])[r0 - y:r1 - y, c0 - x:c1 - x]
+    if any(p.get("masks") is not None for p in predictions):
+        log.debug("tiled prediction: per-tile proposals (masks) are not stitched and are left out")
+
+    nodes, owned = np.unique(canvas[canvas > 0] - 1, return_counts=True)
+    roots = np.array([find(int(n)) for n in nodes], dtype=np.int64)
+    final_roots = np.unique(roots)
+    new_id = {int(r): k + 1 for k, r in enumerate(final_roots.tolist())}
+    lut = np.zeros(int(offsets[-1]) + 1, dtype=np.int64)
+    for n, r in zip(nodes.tolist(), roots.tolist()):
+        lut[n + 1] = new_id[r]
+    instances = lut[canvas]
+
+    tile_of = np.searchsorted(offsets, nodes, side="right") - 1
+    classes = np.ones(len(final_roots), dtype=np.int64)
+    scores = np.ones(len(final_roots), dtype=np.float32)
+    best = np.full(len(final_roots), -1, dtype=np.int64)
+    for n, r, t, area in zip(nodes.tolist(), roots.tolist(), tile_of.tolist(), owned.tolist()):
+        k = new_id[r] - 1
+        if area <= best[k]:
+            continue
+        best[k] = area
+        local = n - int(offsets[t])
+        pred = predictions[t]
+        ids = to_numpy(pred["ids"]).astype(np.int64).reshape(-1)
+        hit = np.nonzero(ids == local)[0]
+        if len(hit):
+            if pred.get("classes") is not None:
+                classes[k] = int(to_numpy(pred["classes"]).reshape(-1)[hit[0]])
+            if pred.get("scores") is not None:
+                scores[k] = float(to_numpy(pred["scores"]).reshape(-1)[hit[0]])
+    out = {
+        "instances": torch.from_numpy(instances),
+        "ids": torch.arange(1, len(final_roots) + 1, dtype=torch.int64),
+        "classes": torch.from_numpy(classes),
+        "scores": torch.from_numpy(scores),
+    }
+    if semantic is not None:
+        out["semantic"] = torch.from_numpy(semantic)
+    return out
 
 
 def evaluate_predictions(
