@@ -79,6 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help="a folder of images (or DIR/images), or synthetic:NAME[:SPLIT]")
     p.add_argument("--out", required=True, type=Path, help="folder for NAME.png masks + predictions.json")
 
+    p = sub.add_parser("compare", help="evaluate runs side by side -> compare.json + report.html")
+    p.add_argument("runs", nargs="+", help="run folders (or model.pt files) and training-free method keys")
+    p.add_argument("--data", required=True, help="instance folder DIR or synthetic:NAME[:SPLIT] (default split: test)")
+    p.add_argument("--out", required=True, type=Path, help="folder for compare.json and report.html")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--grid", type=int, default=4, help="images in the report's prediction grid")
+    p.add_argument("--max-images", type=int, default=None, help="evaluate only the first N images")
+
     sub.add_parser("methods", help="list the available method keys")
 
     p = sub.add_parser("notebooks", help="run the lab's notebooks headless")
@@ -128,6 +136,15 @@ def cmd_predict(args: argparse.Namespace) -> None:
     print(f"wrote {written} mask(s) and predictions.json to {args.out}")
 
 
+def cmd_compare(args: argparse.Namespace) -> None:
+    from labkit.compare import compare, format_rows
+
+    result = compare(args.runs, args.data, out=args.out, device=args.device, grid_images=args.grid,
+                     max_images=args.max_images)
+    print(format_rows(result["rows"]))
+    print(f"wrote {args.out / 'compare.json'} and {args.out / 'report.html'}")
+
+
 def cmd_methods(args: argparse.Namespace) -> None:
     from labkit import methods
 
@@ -149,7 +166,7 @@ def cmd_notebooks(args: argparse.Namespace) -> None:
 
 COMMANDS = {
     "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-    "methods": cmd_methods, "notebooks": cmd_notebooks,
+    "methods": cmd_methods, "notebooks": cmd_notebooks, "compare": cmd_compare,
 }
 
 

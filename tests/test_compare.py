@@ -1,0 +1,173 @@
+"""``labkit compare``: the same table for every run on the same data, and a self-contained report.
+
+Two tiny runs (one epoch of a small UNet on 16 sticks scenes) are compared
+with a training-free baseline on 6 test scenes: every column is present, the
+metrics are those of :func:`labkit.evaluation.evaluate_predictions` on the same
+predictions, and the report holds the table's data, plotly.js and the image
+grid and loads nothing from the network.  A run that does not fit the data
+and a method that says it does not apply are marked ``not applicable``
+instead of stopping the comparison.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import pytest
+import torch
+
+from labkit import methods
+from labkit.cli import main
+from labkit.compare import COLUMNS, METRICS, NOT_APPLICABLE, OK, compare, training_minutes
+from labkit.data.synthetic import SyntheticScenes
+from labkit.errors import LabkitError
+from labkit.train import train
+
+SMALL = {"width": 4, "depth": 2}
+
+
+def _tiny_run(method: str, family: str, out):
+    m = methods.get(method)
+    data = SyntheticScenes(family, split="train", num_samples=16)
+    torch.manual_seed(0)
+    model = m.build_model(in_channels=data.in_channels, num_classes=data.num_classes, **SMALL)
+    train(m, model, data, out_dir=out, epochs=1, batch_size=8, lr=1e-3, device="cpu", progress=False,
+          data_spec=f"synthetic:{family}")
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    return {
+        "discriminative": _tiny_run("discriminative", "sticks", root / "disc"),
+        "semantic": _tiny_run("semantic", "sticks", root / "sem"),
+        "digits": _tiny_run("semantic", "digits", root / "sem_digits"),
+    }
+
+
+def _synthetic_test(monkeypatch, n=6):
+    """Only the first ``n`` test scenes, to keep the test short."""
+    import labkit.data as data_module
+
+    real = data_module.load_dataset
+
+    def small(spec, split=None, **kw):
+        dataset = real(spec, split=split, **kw)
+        return SyntheticScenes(dataset.family.name, split=dataset.split, num_samples=n) if spec.startswith("synthetic:") \
+            else dataset
+    monkeypatch.setattr(data_module, "load_dataset", small)
+
+
+def test_compare_gives_every_column_and_a_report_with_its_data(runs, tmp_path, monkeypatch, capsys):
+    _synthetic_test(monkeypatch)
+    code = main(["compare", str(runs["discriminative"]), str(runs["semantic"]), "watershed",
+                 "--data", "synthetic:sticks", "--out", str(tmp_path / "cmp"), "--device", "cpu", "--grid", "2"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    result = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert result["columns"] == list(COLUMNS)
+    rows = {r["name"]: r for r in result["rows"]}
+    assert set(rows) == {"discriminative", "semantic", "watershed"}
+    for row in rows.values():
+        assert list(row) == list(COLUMNS)
+        assert row["status"] == OK and row["n_images"] == 6
+        for key in ("ap", "ap50", "ap75", "ar50@10", "matching_accuracy"):
+            assert 0.0 <= row[key] <= 1.0
+        assert row["pq"] is None  # sticks has no stuff classes
+        assert row["forward_ms"] > 0 and row["decode_ms"] > 0
+    assert rows["watershed"]["params"] == 0 and rows["watershed"]["train_minutes"] is None
+    assert rows["discriminative"]["params"] > rows["semantic"]["params"] > 0  # a second (semantic) UNet
+    assert rows["discriminative"]["train_minutes"] > 0
+    assert "discriminative" in out and "wrote" in out
+
+    report = (tmp_path / "cmp" / "report.html").read_text()
+    embedded = json.loads(re.search(r'id="compare-data">(.*?)</script>', report, re.S).group(1).replace("<\\/", "</"))
+    assert embedded == result
+    assert report.count("* plotly.js v") == 1
+    assert report.count("Plotly.newPlot") == 2
+    assert 'id="prediction-grid"' in report and "data:image/png;base64," in report
+    assert not [s for s in re.findall(r"<script[^>]*src=[\"']?([^\"' >]+)", report) if re.match(r"(https?:)?//", s)]
+
+
+def test_metrics_match_evaluate_on_the_same_predictions(runs, monkeypatch):
+    from labkit.evaluation import evaluate
+    from labkit.train import load_checkpoint
+
+    _synthetic_test(monkeypatch)
+    row = compare([runs["discriminative"]], "synthetic:sticks", device="cpu", progress=False)["rows"][0]
+    method, model, _ = load_checkpoint(runs["discriminative"])
+    reference = evaluate(method, model, SyntheticScenes("sticks", split="test", num_samples=6), batch_size=1,
+                         progress=False)
+    for key in METRICS:
+        if reference.get(key) is not None:
+            assert math.isclose(row[key], reference[key], abs_tol=1e-4), key
+
+
+def test_panoptic_data_gets_pq(monkeypatch):
+    _synthetic_test(monkeypatch, n=3)
+    row = compare(["components"], "synthetic:panoptic", device="cpu", progress=False)["rows"][0]
+    assert row["status"] == OK
+    # components predicts no semantic map, so PQ is not computed; the column is still there
+    assert "pq" in row
+
+
+def test_a_run_for_other_data_is_not_applicable(runs, monkeypatch):
+    _synthetic_test(monkeypatch, n=3)
+    rows = compare([runs["digits"], runs["semantic"]], "synthetic:sticks", device="cpu", progress=False)["rows"]
+    assert rows[0]["status"] == NOT_APPLICABLE and "channel" in rows[0]["reason"]
+    assert all(rows[0][k] is None for k in METRICS)
+    assert rows[1]["status"] == OK
+
+
+def test_a_method_that_says_it_does_not_apply_is_marked(runs, monkeypatch):
+    _synthetic_test(monkeypatch, n=3)
+    from labkit.methods.baselines import Watershed
+
+    monkeypatch.setattr(Watershed, "applies_to", lambda self, dataset: "needs image-level labels", raising=False)
+    rows = compare(["watershed", "components"], "synthetic:sticks", device="cpu", progress=False)["rows"]
+    assert rows[0]["status"] == NOT_APPLICABLE and rows[0]["reason"] == "needs image-level labels"
+    assert rows[1]["status"] == OK
+
+
+def test_a_labkit_error_while_decoding_is_not_applicable(runs, monkeypatch):
+    _synthetic_test(monkeypatch, n=3)
+    from labkit.methods.baselines import Components
+
+    def refuse(self, outputs, **params):
+        raise LabkitError("this method needs stuff classes")
+    monkeypatch.setattr(Components, "decode", refuse)
+    rows = compare(["components", "watershed"], "synthetic:sticks", device="cpu", progress=False)["rows"]
+    assert rows[0]["status"] == NOT_APPLICABLE and "stuff" in rows[0]["reason"]
+    assert rows[1]["status"] == OK
+
+
+def test_two_runs_of_one_method_get_distinct_names(runs, monkeypatch):
+    _synthetic_test(monkeypatch, n=2)
+    rows = compare([runs["semantic"], runs["semantic"] / "model.pt"], "synthetic:sticks", device="cpu",
+                   progress=False, grid_images=0)["rows"]
+    assert rows[0]["name"] != rows[1]["name"] and rows[0]["ap"] == rows[1]["ap"]
+
+
+def test_training_minutes_add_later_stages(tmp_path):
+    (tmp_path / "stage2").mkdir()
+    (tmp_path / "history.json").write_text(json.dumps({"epochs": [{"seconds": 60}, {"seconds": 30}]}))
+    (tmp_path / "stage2" / "history.json").write_text(json.dumps({"epochs": [{"seconds": 30}]}))
+    assert training_minutes(tmp_path) == pytest.approx(2.0)
+    assert training_minutes(tmp_path / "stage2") == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "at least one"),
+    (["no/such/run"], "neither a run folder"),
+    (["discriminative"], "must be trained first"),
+])
+def test_bad_sources(args, message):
+    with pytest.raises(LabkitError, match=message):
+        compare(args, "synthetic:sticks", device="cpu", progress=False)
+
+
+def test_cli_reports_bad_input_in_one_line(capsys, tmp_path):
+    code = main(["compare", "no/such/run", "--data", "synthetic:sticks", "--out", str(tmp_path)])
+    assert code == 2 and "labkit: error:" in capsys.readouterr().err
