@@ -44,6 +44,7 @@ def build_model(
     normalized: tuple[str, ...] | list[str] = (),
     backbone: str = "unet",
     separate: tuple[str, ...] | list[str] = (),
+    readout: dict[str, Any] | None = None,
     **kw: Any,
 ) -> DenseModel:
     """A backbone with one 1x1-conv head per entry of ``heads`` (name -> channels).
@@ -51,7 +52,10 @@ def build_model(
     Heads in ``normalized`` output unit vectors (L2 over channels). Heads in
     ``separate`` get a backbone of their own (same kind and arguments), so
     their training does not compete with the other heads for features. ``kw``
-    goes to the backbone (see the module docstring). Raises
+    goes to the backbone (see the module docstring). ``readout`` (a config of
+    :func:`labkit.models.class_means.build_readout`) adds outputs computed from
+    the heads' outputs by a module with parameters of its own (HLE's class
+    means). Raises
     :class:`UnknownKeyError` for an unknown backbone and :class:`LabkitError`
     for bad heads or backbone arguments.
     """
@@ -82,7 +86,13 @@ def build_model(
         **({"separate": tuple(separate)} if separate else {}),
         **net.config,
     }
-    return DenseModel(net, config["heads"], config["normalized"], config, own)
+    post = None
+    if readout is not None:
+        from labkit.models.class_means import build_readout
+
+        post = build_readout(readout)
+        config["readout"] = post.config
+    return DenseModel(net, config["heads"], config["normalized"], config, own, readout=post)
 
 
 def _check_heads(heads: dict[str, int], normalized: tuple[str, ...] | list[str]) -> None:

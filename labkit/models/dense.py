@@ -18,6 +18,8 @@ class DenseModel(nn.Module):
     Heads in ``separate`` each read the features of a backbone of their own
     (in ``own_backbones``) instead of the shared one: two networks in one
     module, e.g. a semantic segmentation network beside an embedding network.
+    An optional ``readout`` module adds outputs computed from the heads'
+    outputs (``forward(outputs) -> dict``).
     ``config`` holds the arguments of :func:`labkit.models.build_model`
     that rebuild this model.
     """
@@ -29,6 +31,7 @@ class DenseModel(nn.Module):
         normalized: tuple[str, ...],
         config: dict[str, Any],
         own_backbones: dict[str, nn.Module] | None = None,
+        readout: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -38,6 +41,8 @@ class DenseModel(nn.Module):
         })
         self.normalized = tuple(normalized)
         self.config = config
+        if readout is not None:  # extra outputs computed from the heads' (HLE's class means)
+            self.readout = readout
 
     def _features_of(self, head: str) -> nn.Module:
         return self.own_backbones[head] if head in self.own_backbones else self.backbone
@@ -49,4 +54,6 @@ class DenseModel(nn.Module):
             features = self.own_backbones[name](image) if name in self.own_backbones else shared
             out = head(features).float()
             outputs[name] = F.normalize(out, dim=1) if name in self.normalized else out
+        if hasattr(self, "readout"):
+            outputs.update(self.readout(outputs))
         return outputs

@@ -1,0 +1,328 @@
+"""``hle``: Hierarchical Lovász Embeddings (Kerola et al., CVPR 2021), labkit's panoptic method.
+
+One network predicts, per pixel, a unit-sphere embedding ``e_i`` (head
+``embedding``, ``embedding_dim`` channels; the paper: 12 on Cityscapes, 128 on
+COCO), two spreads (head ``sigma``: the instance spread ``sigma_i`` and the
+spatial spread ``sigma_i^sp``) and a seed score (head ``seed``, a logit).
+The model also holds one persistent mean and one learned spread per
+semantic class (:class:`labkit.models.class_means.ClassMeans`, part of the
+model state, so checkpoints keep them) and outputs the nearest-class-mean
+logits of Eq. 9 under ``semantic``.  The class means start as a solution of
+the Thomson problem (Eq. 17, :func:`labkit.clustering.thomson_points`) or,
+with ``init="random"``, at random.
+
+Training minimises Eq. 16 (:func:`labkit.losses.hle.hle_loss`): the instance
+Lovász hinge on the kernel of Eq. 7-8 (Eq. 11), the Lovász-softmax on the
+class scores (Eq. 12), the seed regression to the detached kernel (Eq. 13),
+the spread consistency with ``gamma = 10`` (Eq. 14) and the VQ-VAE-style
+class-mean term (Eq. 15).  Ablations of the paper's Table 6 are parameters:
+``instance_loss`` / ``semantic_loss`` (``"lovasz"`` or ``"cross_entropy"``),
+``space`` (``"hierarchical"``: the class means live in the instance
+embedding; ``"split"``: a second unit embedding of ``embedding_dim``
+channels holds them, the paper's "split embedding space" with separate
+instance and semantic spheres), ``init`` and ``class_mean_weight``.
+
+Panoptic decoding (Sec. 3.5, :func:`panoptic_decode`): each pixel's class is
+the argmax of ``psi``; seeds are the thing pixels whose seed score survives
+3x3 max-pool suppression and exceeds ``seed_threshold``; taken by decreasing
+score, a seed whose kernel ``Phi`` (Eq. 8 with the seed's own embedding,
+position and spreads) to an already kept seed exceeds ``kernel_threshold`` is
+merged into it; each remaining thing pixel joins the kept seed with the
+highest ``Phi`` when that exceeds ``kernel_threshold``; an instance takes its
+seed pixel's class; stuff pixels whose class probability is below
+``stuff_threshold`` become unlabelled (0).  The prediction carries the
+``semantic`` map, so PQ (things and stuff), AP and the instance metrics apply.
+
+Choices where the paper is silent:
+
+* Spreads: ``sigma_i = sigma_init * exp(r_0)``, ``sigma_i^sp = spatial_sigma * exp(r_1)``
+  (``r`` the raw head, clamped to ``[-6, 6]``); seed ``s_i = sigmoid(r_seed)``.
+* Instance pixels are only the thing-class pixels (a thing kernel never
+  claims a stuff pixel); an instance's score is its seed score times the
+  mean probability of its class over its pixels.
+* Which classes are things: ``things`` (decode parameter or method
+  parameter); when neither is given, the classes learnt as things during
+  training (more than half of their labelled pixels inside instances,
+  counted by :meth:`HLE.loss` and stored in the method parameters, hence in
+  the checkpoint); failing that, every class but 0.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from labkit.data.contract import IGNORE_INDEX
+from labkit.errors import LabkitError
+from labkit.losses.hle import hle_loss, pixel_grid
+from labkit.methods import register
+from labkit.methods.base import Batch, Method, Outputs, Prediction
+from labkit.methods.embedding import semantic_target, unet_defaults
+
+SPACES = ("hierarchical", "split")
+RAW_CLAMP = 6.0
+
+
+@dataclasses.dataclass
+class HLEParams:
+    """Defaults: the paper's where it gives them (gamma, Lovász losses, Thomson init), ours otherwise."""
+
+    embedding_dim: int = 8  # the paper: 12 (Cityscapes), 128 (COCO); 3 for pictures on the sphere
+    space: str = "hierarchical"  # "hierarchical" (the paper) | "split" (Table 6 ablation)
+    init: str = "thomson"  # class-mean initialisation: "thomson" (Eq. 17) | "random"
+    instance_loss: str = "lovasz"  # Eq. 11: "lovasz" | "cross_entropy"
+    semantic_loss: str = "lovasz"  # Eq. 12: "lovasz" | "cross_entropy"
+    lovasz_classes: str = "all"  # Eq. 6 averages over all classes; "present" = Berman's default
+    gamma: float = 10.0  # Eq. 14
+    class_mean_weight: float = 1.0  # Eq. 15 (VQ-VAE style); 0 = off
+    sigma_init: float = 0.5  # instance spread at raw output 0 (cosine-distance units)
+    spatial_sigma: float = 16.0  # spatial spread at raw output 0, pixels; also Eq. 14's unit
+    class_sigma_init: float = 0.5  # initial semantic spread sigma_k
+    seed_threshold: float = 0.5  # decode: smallest seed score of a seed
+    kernel_threshold: float = 0.5  # decode: Phi above which seeds merge and pixels join a seed
+    stuff_threshold: float = 0.0  # decode: stuff pixels with a lower class probability become 0
+    min_area: int = 8  # decode: smallest instance kept, pixels
+    max_seeds: int = 256  # decode: candidate seeds per image (highest scores)
+    things: tuple[int, ...] | None = None  # thing classes; None = learnt from the training data
+    width: int = 16  # UNet width
+    depth: int = 3  # UNet downsamplings
+    coords: bool = False  # pixel-coordinate input channels (UNet)
+    epochs: int = 30
+    lr: float = 2e-3
+
+
+@register
+class HLE(Method):
+    """Hierarchical Lovász embeddings: embedding + spreads + seed + class means, panoptic decoding."""
+
+    key = "hle"
+    task = "instance"
+    Params = HLEParams
+
+    def __init__(self, **overrides: Any) -> None:
+        super().__init__(**overrides)
+        p = self.defaults
+        if p.space not in SPACES:
+            raise LabkitError(f"method 'hle': space must be one of {SPACES}, got {p.space!r}")
+        for name in ("instance_loss", "semantic_loss"):
+            if getattr(p, name) not in ("lovasz", "cross_entropy"):
+                raise LabkitError(f"method 'hle': {name} must be 'lovasz' or 'cross_entropy', got {getattr(p, name)!r}")
+        if p.init not in ("thomson", "random"):
+            raise LabkitError(f"method 'hle': init must be 'thomson' or 'random', got {p.init!r}")
+        if int(p.embedding_dim) < 2:
+            raise LabkitError(f"method 'hle': embedding_dim must be >= 2, got {p.embedding_dim}")
+        for name in ("sigma_init", "spatial_sigma", "class_sigma_init"):
+            if not getattr(p, name) > 0:
+                raise LabkitError(f"method 'hle': {name} must be > 0, got {getattr(p, name)}")
+        if p.things is not None:
+            p.things = tuple(int(c) for c in p.things)
+        self._learn_things = p.things is None
+        self._class_pixels: Tensor | None = None  # [K, 2]: labelled pixels, pixels inside instances
+
+    # -- model -----------------------------------------------------------
+    def heads(self, num_classes: int) -> dict[str, int]:
+        """``embedding`` (D, unit), ``sigma`` (2 raw spreads), ``seed`` (1 logit); ``semantic_embedding`` when split."""
+        d = int(self.defaults.embedding_dim)
+        heads = {"embedding": d, "sigma": 2, "seed": 1}
+        if self.defaults.space == "split":
+            heads["semantic_embedding"] = d
+        return heads
+
+    def normalized_heads(self) -> tuple[str, ...]:
+        return ("embedding", "semantic_embedding") if self.defaults.space == "split" else ("embedding",)
+
+    def build_model(self, in_channels: int, num_classes: int, backbone: str = "unet", **backbone_kwargs: Any):
+        """The heads on ``backbone`` plus the class-mean readout (``semantic`` logits of Eq. 9)."""
+        p = self.defaults
+        kwargs = unet_defaults(p, backbone, backbone_kwargs)
+        kwargs.setdefault("readout", {
+            "kind": "class_means",
+            "head": "semantic_embedding" if p.space == "split" else "embedding",
+            "classes": max(int(num_classes), 2),
+            "dim": int(p.embedding_dim),
+            "init": p.init,
+            "sigma": float(p.class_sigma_init),
+            "name": "semantic",
+        })
+        return super().build_model(in_channels, num_classes, backbone, **kwargs)
+
+    def spreads(self, outputs: Outputs) -> Tensor:
+        """``[B, 2, H, W]`` positive spreads (instance, spatial in pixels) from the raw ``sigma`` head."""
+        raw = outputs["sigma"].clamp(-RAW_CLAMP, RAW_CLAMP)
+        scale = raw.new_tensor([self.defaults.sigma_init, self.defaults.spatial_sigma])[None, :, None, None]
+        return scale * raw.exp()
+
+    # -- training ----------------------------------------------------------
+    def loss(self, outputs: Outputs, batch: Batch) -> dict[str, Tensor]:
+        """The terms of Eq. 16 (``seg, seg_mean, ins, ins_var, seed``) and their sum ``loss``."""
+        p = self.defaults
+        for name in ("embedding", "sigma", "seed", "semantic", "class_means"):
+            if name not in outputs:
+                raise LabkitError(f"method 'hle': model outputs lack {name!r}; build the model with HLE.build_model")
+        semantic = semantic_target(batch)
+        instances = batch["instances"]
+        logits = outputs["semantic"]
+        k = logits.shape[1]
+        means = outputs["class_means"][0, :, 0, 0].reshape(k, -1)
+        self._count_things(instances, semantic, k)
+        return hle_loss(
+            outputs["embedding"], self.spreads(outputs), torch.sigmoid(outputs["seed"]), logits, means,
+            instances, semantic,
+            semantic_embedding=outputs.get("semantic_embedding"), gamma=p.gamma, spatial_scale=p.spatial_sigma,
+            instance_loss=p.instance_loss, semantic_loss=p.semantic_loss, lovasz_classes=p.lovasz_classes,
+            class_mean_weight=p.class_mean_weight, ignore_index=IGNORE_INDEX,
+        )
+
+    def _count_things(self, instances: Tensor, semantic: Tensor, num_classes: int) -> None:
+        """Accumulate, per class, labelled pixels and pixels inside instances; update ``defaults.things``."""
+        if not self._learn_things:
+            return
+        keep = semantic != IGNORE_INDEX
+        labels = semantic[keep].long().cpu()
+        inside = (instances[keep] > 0).cpu()
+        if labels.numel() and int(labels.max()) >= num_classes:
+            return  # hle_loss raises the error with a clear message
+        counts = torch.stack([
+            torch.bincount(labels, minlength=num_classes), torch.bincount(labels[inside], minlength=num_classes)
+        ], dim=1)
+        self._class_pixels = counts if self._class_pixels is None else self._class_pixels + counts
+        total, thing = self._class_pixels[:, 0], self._class_pixels[:, 1]
+        learnt = ((thing * 2 > total) & (total > 0)).nonzero(as_tuple=True)[0].tolist()
+        self.defaults.things = tuple(int(c) for c in learnt) or None
+
+    # -- inference ---------------------------------------------------------
+    def decode_grid(self) -> dict[str, list[Any]]:
+        """Seed and kernel thresholds (Sec. 3.5), the two decode parameters the paper tunes (with Optuna)."""
+        return {"seed_threshold": [0.2, 0.35, 0.5, 0.65], "kernel_threshold": [0.3, 0.4, 0.5, 0.6]}
+
+    def decode(self, outputs: Outputs, **params: Any) -> list[Prediction]:
+        """One panoptic prediction per image (``instances, ids, classes, scores, semantic``).
+
+        Accepted: ``seed_threshold``, ``kernel_threshold``, ``stuff_threshold``, ``min_area``,
+        ``max_seeds``, ``things`` (thing class ids; default: see the module docstring).
+        """
+        known = {"seed_threshold", "kernel_threshold", "stuff_threshold", "min_area", "max_seeds", "things"}
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise LabkitError(f"unknown decoding parameter(s) {unknown} for 'hle'; known: {sorted(known)}")
+        p = self.defaults
+        k = outputs["semantic"].shape[1]
+        things = params.get("things", p.things)
+        if things is None:
+            things = tuple(range(1, k))
+        opts = dict(
+            seed_threshold=float(params.get("seed_threshold", p.seed_threshold)),
+            kernel_threshold=float(params.get("kernel_threshold", p.kernel_threshold)),
+            stuff_threshold=float(params.get("stuff_threshold", p.stuff_threshold)),
+            min_area=int(params.get("min_area", p.min_area)),
+            max_seeds=int(params.get("max_seeds", p.max_seeds)),
+            things=tuple(int(c) for c in things),
+        )
+        spreads = self.spreads(outputs).detach()
+        embedding = outputs["embedding"].detach()
+        probs = outputs["semantic"].detach().float().softmax(dim=1)
+        seeds = torch.sigmoid(outputs["seed"].detach().float())[:, 0]
+        return [
+            panoptic_decode(embedding[b], spreads[b], seeds[b], probs[b], **opts) for b in range(embedding.shape[0])
+        ]
+
+
+def panoptic_decode(
+    embedding: Tensor,
+    spreads: Tensor,
+    seed: Tensor,
+    probs: Tensor,
+    *,
+    things: tuple[int, ...] | list[int],
+    seed_threshold: float = 0.5,
+    kernel_threshold: float = 0.5,
+    stuff_threshold: float = 0.0,
+    min_area: int = 1,
+    max_seeds: int = 256,
+) -> Prediction:
+    """Sec. 3.5 on one image: ``embedding [D,H,W]`` (unit), ``spreads [2,H,W]``, ``seed [H,W]``, ``probs [K,H,W]``.
+
+    Returns a prediction with ``semantic`` (see the module docstring for the steps).
+    """
+    if embedding.ndim != 3 or spreads.shape != (2, *embedding.shape[1:]) or seed.shape != embedding.shape[1:] \
+            or probs.ndim != 3 or probs.shape[1:] != embedding.shape[1:]:
+        raise LabkitError(
+            f"hle decode: embedding [D,H,W], spreads [2,H,W], seed [H,W], probs [K,H,W] do not match: "
+            f"{tuple(embedding.shape)}, {tuple(spreads.shape)}, {tuple(seed.shape)}, {tuple(probs.shape)}"
+        )
+    for name, value in (("seed_threshold", seed_threshold), ("kernel_threshold", kernel_threshold),
+                        ("stuff_threshold", stuff_threshold)):
+        if not 0.0 <= value <= 1.0:
+            raise LabkitError(f"hle decode: {name} must lie in [0, 1], got {value}")
+    if int(max_seeds) < 1:
+        raise LabkitError(f"hle decode: max_seeds must be >= 1, got {max_seeds}")
+    device = embedding.device
+    num_classes, height, width = probs.shape
+    conf, classes = probs.max(dim=0)
+    thing_ids = torch.as_tensor([c for c in things if 0 <= c < num_classes], dtype=torch.int64, device=device)
+    is_thing = torch.isin(classes, thing_ids)
+    pooled = F.max_pool2d(seed[None, None], 3, stride=1, padding=1)[0, 0]
+    candidates = (seed >= pooled) & (seed > seed_threshold) & is_thing
+    flat = candidates.reshape(-1).nonzero(as_tuple=True)[0]
+    scores = seed.reshape(-1)[flat]
+    order = torch.argsort(scores, descending=True, stable=True)[: int(max_seeds)]
+    flat, scores = flat[order], scores[order]
+    e = embedding.reshape(embedding.shape[0], -1).float()
+    sig = spreads.reshape(2, -1).float()
+    xy = pixel_grid(height, width, device)
+    kept: list[int] = []
+    if len(flat):
+        kernel = _kernel(e[:, flat], sig[:, flat], xy[:, flat], e[:, flat], xy[:, flat])  # [S, S], row = seed
+        for j in range(len(flat)):
+            if not kept or not bool((kernel[kept, j] > kernel_threshold).any()):
+                kept.append(j)
+    semantic = classes.clone()
+    stuff_px = ~is_thing & (conf < stuff_threshold)
+    semantic[stuff_px] = 0
+    instances = torch.zeros(height * width, dtype=torch.int64, device=device)
+    ids, cls, out_scores = [], [], []
+    if kept:
+        seeds_at = flat[kept]
+        pixels = is_thing.reshape(-1).nonzero(as_tuple=True)[0]
+        phi = _kernel(e[:, seeds_at], sig[:, seeds_at], xy[:, seeds_at], e[:, pixels], xy[:, pixels])  # [S, P]
+        best, owner = phi.max(dim=0)
+        joined = best > kernel_threshold
+        owner = torch.where(joined, owner, -1)
+        label = torch.full((height * width,), -1, dtype=torch.int64, device=device)
+        label[pixels] = owner
+        seed_classes = classes.reshape(-1)[seeds_at]
+        flat_probs = probs.reshape(num_classes, -1)
+        for s in range(len(seeds_at)):
+            mask = label == s
+            area = int(mask.sum())
+            if area < max(int(min_area), 1):
+                continue
+            c = int(seed_classes[s])
+            new_id = len(ids) + 1
+            instances[mask] = new_id
+            ids.append(new_id)
+            cls.append(c)
+            out_scores.append(float(scores[kept[s]]) * float(flat_probs[c, mask].mean()))
+        semantic_flat = semantic.reshape(-1)
+        for new_id, c in zip(ids, cls):
+            semantic_flat[instances == new_id] = c
+    return {
+        "instances": instances.reshape(height, width),
+        "ids": torch.tensor(ids, dtype=torch.int64, device=device),
+        "classes": torch.tensor(cls, dtype=torch.int64, device=device),
+        "scores": torch.tensor(out_scores, dtype=torch.float32, device=device),
+        "semantic": semantic,
+    }
+
+
+def _kernel(seed_e: Tensor, seed_sig: Tensor, seed_xy: Tensor, e: Tensor, xy: Tensor) -> Tensor:
+    """``Phi[s, n] = exp(-(1 - e_s.e_n)/(2 sigma_s^2) - |rho_s - rho_n|^2/(2 sigma_sp,s^2))`` (Sec. 3.5)."""
+    d_cos = 1.0 - seed_e.t() @ e
+    d_sp = torch.cdist(seed_xy.t(), xy.t()) ** 2
+    return torch.exp(-d_cos / (2 * seed_sig[0][:, None] ** 2) - d_sp / (2 * seed_sig[1][:, None] ** 2))
+
+
+__all__ = ["HLE", "HLEParams", "panoptic_decode"]
