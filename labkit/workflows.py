@@ -123,7 +123,10 @@ def predict_run(
     ``scores`` of the instances in the PNG.  A method that also proposes
     overlapping masks (``recurrent``'s pooled proposals) gets every proposal
     in ``out/NAME.proposals.npz`` (``masks`` bool ``[N,H,W]``, ``ids``,
-    ``classes``, ``scores``) and their count under ``proposals``.
+    ``classes``, ``scores``) and their count under ``proposals``.  A method
+    whose predictions carry a ``semantic`` map (panoptic ``hle``, ``semantic``)
+    also gets ``out/NAME.semantic.png`` (16-bit class per pixel, 0 =
+    background/unlabelled), named under ``semantic`` in ``predictions.json``.
     """
     from labkit.data import load_images
     from labkit.evaluation import predict_dataset
@@ -142,6 +145,9 @@ def predict_run(
         save_instance_png(out / f"{name}.png", pred["instances"])
         in_map = torch.isin(pred["ids"], pred["instances"].unique())
         index[name] = {key: pred[key][in_map].tolist() for key in ("ids", "classes", "scores")}
+        if pred.get("semantic") is not None:  # panoptic methods (hle): the class of every pixel too
+            save_instance_png(out / f"{name}.semantic.png", pred["semantic"])
+            index[name]["semantic"] = f"{name}.semantic.png"
         if pred.get("masks") is not None:
             with atomic_open(out / f"{name}.proposals.npz", "wb") as f:
                 np.savez_compressed(f, **{key: pred[key].numpy() for key in ("masks", "ids", "classes", "scores")})

@@ -208,3 +208,46 @@ def test_short_training_beats_the_untrained_model_in_pq(tmp_path) -> None:
     after = evaluate(method, model, data, progress=False)
     assert after["pq"] > before["pq"] + 0.2
     assert after["pq_stuff"] > 0.5
+
+
+def panoptic_folder(root):
+    """An instance folder with semantic maps and stuff classes (classes.json), from :class:`PanopticToy`."""
+    import numpy as np
+    from PIL import Image
+
+    for sub in ("images", "masks", "semantic"):
+        (root / sub).mkdir(parents=True)
+    for i, sample in enumerate(PanopticToy(4)):
+        rgb = (sample["image"].clamp(0, 1) * 255).byte().permute(1, 2, 0).numpy()
+        Image.fromarray(rgb).save(root / "images" / f"scene{i}.png")
+        Image.fromarray(sample["instances"].numpy().astype(np.uint16)).save(root / "masks" / f"scene{i}.png")
+        Image.fromarray(sample["semantic"].numpy().astype(np.uint8)).save(root / "semantic" / f"scene{i}.png")
+    (root / "classes.json").write_text(json.dumps({"classes": PanopticToy.class_names, "stuff": [2, 3]}))
+    return root
+
+
+@pytest.mark.slow
+def test_cli_train_evaluate_predict_panoptic(tmp_path, capsys) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from labkit.cli import main
+
+    folder = panoptic_folder(tmp_path / "scenes")
+    run = tmp_path / "run"
+    assert main(["train", "--method", "hle", "--data", str(folder), "--out", str(run), "--epochs", "2",
+                 "--crop", "16", "--batch-size", "2", "--device", "cpu",
+                 "--set", "width=4", "depth=1", "embedding_dim=3"]) == 0
+    assert main(["evaluate", "--checkpoint", str(run / "model.pt"), "--data", str(folder),
+                 "--json", str(tmp_path / "eval.json"), "--set", "seed_threshold=0.3"]) == 0
+    results = json.loads((tmp_path / "eval.json").read_text())
+    assert results["method"] == "hle"
+    for key in ("pq", "pq_things", "pq_stuff", "ap50"):
+        assert 0.0 <= results[key] <= 1.0
+    assert main(["predict", "--checkpoint", str(run / "model.pt"), "--input", str(folder),
+                 "--out", str(tmp_path / "pred")]) == 0
+    semantic = np.asarray(Image.open(tmp_path / "pred" / "scene0.semantic.png"))
+    assert semantic.shape == (16, 16) and set(np.unique(semantic).tolist()) <= {0, 1, 2, 3}
+    index = json.loads((tmp_path / "pred" / "predictions.json").read_text())["images"]
+    assert index["scene0"]["semantic"] == "scene0.semantic.png"
+    capsys.readouterr()
