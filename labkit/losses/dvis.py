@@ -1,7 +1,13 @@
 """Losses of Deep Variational Instance Segmentation (DVIS, NeurIPS 2020), Sec. 3.2-3.3.
 
-The network predicts one real value ``f`` per pixel (after a ReLU, Sec. 4);
-an instance is a plateau of equal value.  The variational functional, Eq. (2),
+The network predicts one real value per pixel, the label map ``ReLU(f)``
+(Sec. 4); an instance is a plateau of equal value.  The losses take the raw
+output ``f``: Eq. (3) and (4) write the ReLU out themselves.  This matters
+for the foreground half of Eq. (3), ``L_h(ReLU(m1 - f))``: on the raw ``f``
+it still pulls a pixel up where the ReLU output is 0, whereas on the ReLU
+output a pixel that went negative gets no gradient at all (a dead unit: on
+``synthetic:shapes`` every pixel of a one-channel UNet fell to 0 within the
+first epoch and stayed there).  The variational functional, Eq. (2),
 is discretised into four terms, each a pure function here:
 
 * :func:`binary_loss`, Eq. (3): background pixels to 0, foreground pixels to
@@ -270,6 +276,10 @@ def dvis_loss(
 ) -> dict[str, Tensor]:
     """Every term of Eq. (2) by name (``binary``, ``pairwise``, ``mumford_shah``, ``quantization``) and ``loss``.
 
+    ``f`` is the network's raw output, before the ReLU of Sec. 4: Eq. (3) and
+    (4) apply the ReLU themselves, and the two regularisers are evaluated on
+    the label map ``ReLU(f)``.
+
     ``loss`` is the weighted sum; a term with weight 0 is not computed (0).
     The weights are not in the paper; see :class:`labkit.methods.dvis.DVISParams`
     for the defaults and where they come from.
@@ -288,8 +298,8 @@ def dvis_loss(
             f, instances, valid, m2=m2, theta=theta, sampling=sampling, window=window, center=center,
             dilation=dilation, num_pairs=num_pairs, different_weight=different_weight, generator=generator,
         ) if pairwise_weight else zero,
-        "mumford_shah": mumford_shah_loss(f) if mumford_shah_weight else zero,
-        "quantization": quantization_loss(f) if quantization_weight else zero,
+        "mumford_shah": mumford_shah_loss(torch.relu(f)) if mumford_shah_weight else zero,
+        "quantization": quantization_loss(torch.relu(f)) if quantization_weight else zero,
     }
     terms["loss"] = (binary_weight * terms["binary"] + pairwise_weight * terms["pairwise"]
                      + mumford_shah_weight * terms["mumford_shah"] + quantization_weight * terms["quantization"])

@@ -19,6 +19,7 @@ _METHOD_MODULES = (
     "labkit.methods.baselines",
     "labkit.methods.discriminative",
     "labkit.methods.recurrent",
+    "labkit.methods.dvis",
     "labkit.methods.hle",
 )
 

@@ -1,0 +1,209 @@
+"""The ``dvis`` method: model heads, loss terms, decoding, the verification head and its training stage."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from labkit import methods
+from labkit.errors import LabkitError
+from labkit.methods.dvis import candidates_prediction, label_map
+from labkit.methods.dvis_verification import load_verifier, match_candidates, train_verifier
+from labkit.models.verification import VerificationHead, verification_scores
+
+
+def three_plateau_outputs() -> dict[str, torch.Tensor]:
+    f = torch.zeros(1, 1, 32, 32)
+    f[0, 0, 2:10, 2:10], f[0, 0, 2:10, 20:30], f[0, 0, 18:28, 4:12] = 2.0, 3.0, 4.0
+    f[0, 0, 0, 31] = -1.0  # negative raw output: background after the ReLU
+    return {"label": f, "features": torch.zeros(1, 16, 32, 32)}
+
+
+def test_heads_model_outputs_and_identity_features():
+    method = methods.get("dvis", width=8, depth=2)
+    model = method.build_model(in_channels=3, num_classes=5)
+    image = torch.rand(2, 3, 20, 24)
+    out = model(image)
+    assert out["label"].shape == (2, 1, 20, 24) and out["features"].shape == (2, 8, 20, 24)
+    assert torch.allclose(out["features"], model.backbone(image), atol=1e-6)  # the backbone's features, unchanged
+    assert not any(p.requires_grad for p in model.heads["features"].parameters())
+    assert "dvis" in methods.available()
+
+
+def test_loss_terms_and_ignore_pixels():
+    method = methods.get("dvis", window=9, center=2, dilation=2)
+    inst = torch.zeros(1, 16, 16, dtype=torch.int64)
+    inst[0, 2:7, 2:7], inst[0, 9:14, 9:14] = 4, 9
+    batch = {"instances": inst, "semantic": (inst > 0).long()}
+    raw = torch.randn(1, 1, 16, 16, requires_grad=True)
+    terms = method.loss({"label": raw}, batch)
+    assert set(terms) == {"binary", "pairwise", "mumford_shah", "quantization", "loss"}
+    expected = terms["binary"] + terms["pairwise"] + 0.1 * (terms["mumford_shah"] + terms["quantization"])
+    assert torch.allclose(terms["loss"], expected)
+    terms["loss"].backward()
+    # a foreground pixel whose raw output is negative (0 after the ReLU) is still pulled up
+    neg_fg = (inst[0] > 0) & (raw[0, 0] < 0)
+    assert neg_fg.any() and (raw.grad[0, 0][neg_fg] < 0).all()
+    ignored = dict(batch, semantic=torch.full_like(inst, 255))
+    zero = method.loss({"label": raw}, ignored)
+    assert zero["binary"].item() == 0.0 and zero["pairwise"].item() == 0.0
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    (dict(m1=-2.0), "m1"),
+    (dict(m2=0.0), "m2"),
+    (dict(window=5, center=8), "does not fit"),
+    (dict(sampling="grid"), "sampling"),
+    (dict(bandwidths=(0.9, -0.4)), "bandwidths"),
+    (dict(pairwise_weight=-1.0), "pairwise_weight"),
+    (dict(negative_iou=0.5, positive_iou=0.2), "negative_iou"),
+    (dict(nope=1), "unknown parameter"),
+])
+def test_bad_parameters(overrides, needle):
+    with pytest.raises(LabkitError, match=needle):
+        methods.get("dvis", **overrides)
+
+
+def test_decode_without_verifier_gives_the_plateaus():
+    method = methods.get("dvis")
+    [pred] = method.decode(three_plateau_outputs())
+    assert len(pred["ids"]) == 3 and pred["masks"].shape == (3, 32, 32)
+    assert pred["scores"].tolist() == [1.0, 1.0, 1.0] and pred["classes"].tolist() == [1, 1, 1]
+    assert sorted(pred["masks"].flatten(1).sum(1).tolist()) == [64, 80, 80]
+    assert set(pred["instances"].unique().tolist()) == {0, 1, 2, 3}
+    assert label_map(three_plateau_outputs()).min() == 0.0
+    with pytest.raises(LabkitError, match="unknown decoding"):
+        method.decode(three_plateau_outputs(), bandwidth=0.5)
+    assert set(method.decode_grid()) <= set(method.DECODE_KEYS)
+
+
+def test_candidates_prediction_paints_the_best_on_top():
+    masks = torch.zeros(2, 4, 4, dtype=torch.bool)
+    masks[0, :2], masks[1, :3] = True, True
+    pred = candidates_prediction(masks, torch.tensor([1, 2]), torch.tensor([0.2, 0.9]))
+    assert pred["scores"].tolist() == pytest.approx([0.9, 0.2]) and pred["classes"].tolist() == [2, 1]
+    assert (pred["instances"][:3] == 1).all() and (pred["instances"][3] == 0).all()
+
+
+def test_match_candidates_iou_and_class():
+    inst = torch.zeros(1, 8, 8, dtype=torch.int64)
+    inst[0, :4, :4] = 7
+    sem = torch.zeros_like(inst)
+    sem[0, :4, :4] = 3
+    masks = torch.zeros(3, 8, 8, dtype=torch.bool)
+    masks[0, :4, :4] = True  # exact
+    masks[1, :4, :2] = True  # half
+    masks[2, 6:, 6:] = True  # background
+    iou, cls = match_candidates(masks, torch.zeros(3, dtype=torch.int64), inst, sem)
+    assert iou.tolist() == pytest.approx([1.0, 0.5, 0.0]) and cls.tolist() == [3, 3, 0]
+
+
+def test_verification_head_shapes_and_scores():
+    head = VerificationHead(feature_channels=4, num_classes=3, size=8, convs=2, width=8, hidden=16)
+    masks = torch.zeros(5, 20, 20, dtype=torch.bool)
+    masks[:, 3:9, 4:12] = True
+    boxes = torch.tensor([[4.0, 3.0, 12.0, 9.0]]).repeat(5, 1)
+    out = head(torch.rand(2, 4, 20, 20), torch.rand(2, 20, 20), masks, boxes, torch.tensor([0, 1, 0, 1, 1]),
+               torch.rand(5))
+    assert out["class_logits"].shape == (5, 3) and out["iou"].shape == (5,)
+    assert ((out["iou"] >= 0) & (out["iou"] <= 1)).all()
+    score, cls, conf, iou = verification_scores(out, class_weight=0.25)
+    assert torch.allclose(score, 0.25 * conf + 0.75 * iou) and ((cls >= 1) & (cls <= 2)).all()
+    empty = head(torch.rand(1, 4, 20, 20), torch.rand(1, 20, 20), masks[:0], boxes[:0],
+                 torch.zeros(0, dtype=torch.int64), torch.zeros(0))
+    assert empty["class_logits"].shape == (0, 3)
+    with pytest.raises(LabkitError, match="num_classes"):
+        VerificationHead(4, 1)
+
+
+def _perturbed_candidates(gen: torch.Generator, n: int = 48, size: int = 24):
+    """Disks on a 24x24 image; candidates are shifted / cropped / grown versions with known IoU."""
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    truth = ((yy - 12) ** 2 + (xx - 12) ** 2 <= 36)
+    masks, boxes = [], []
+    for _ in range(n):
+        dy, dx = torch.randint(-6, 7, (2,), generator=gen).tolist()
+        r = 3 + 5 * torch.rand(1, generator=gen).item()
+        m = (yy - 12 - dy) ** 2 + (xx - 12 - dx) ** 2 <= r * r
+        ys, xs = m.nonzero(as_tuple=True)
+        masks.append(m)
+        boxes.append([xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1])
+    masks = torch.stack(masks)
+    inter = (masks & truth).flatten(1).sum(1).float()
+    union = (masks | truth).flatten(1).sum(1).float()
+    features = truth.float()[None, None].repeat(1, 2, 1, 1)  # features that show the object
+    return features, masks, torch.tensor(boxes, dtype=torch.float32), inter / union
+
+
+def test_iou_head_learns_a_positive_rank_correlation():
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    head = VerificationHead(feature_channels=2, num_classes=2, size=8, convs=2, width=8, hidden=32)
+    optimizer = torch.optim.Adam(head.parameters(), lr=3e-3)
+    for _ in range(150):
+        features, masks, boxes, iou = _perturbed_candidates(gen)
+        out = head(features, features[:, 0], masks, boxes, torch.zeros(len(masks), dtype=torch.int64),
+                   torch.ones(len(masks)))
+        loss = torch.nn.functional.huber_loss(out["iou"], iou, delta=0.1)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    features, masks, boxes, iou = _perturbed_candidates(torch.Generator().manual_seed(99), n=64)
+    with torch.no_grad():
+        pred = head(features, features[:, 0], masks, boxes, torch.zeros(64, dtype=torch.int64), torch.ones(64))["iou"]
+    rank = lambda v: torch.argsort(torch.argsort(v)).float()  # noqa: E731
+    rho = torch.corrcoef(torch.stack([rank(pred), rank(iou)]))[0, 1].item()
+    assert rho > 0.5, f"Spearman correlation of predicted and true IoU only {rho:.2f}"
+
+
+def _tiny_samples(n: int = 4):
+    samples = []
+    for i in range(n):
+        inst = torch.zeros(24, 24, dtype=torch.int64)
+        inst[2:10, 2 + i:10 + i] = 1
+        inst[13:21, 12:22] = 2
+        sem = inst.clone()
+        image = torch.stack([(inst == 1).float(), (inst == 2).float(), torch.zeros(24, 24)])
+        samples.append({"image": image, "instances": inst, "semantic": sem})
+    return samples
+
+
+def test_two_stage_training_resumes_and_verifies(tmp_path):
+    method = methods.get("dvis", width=8, depth=2, window=9, center=2, dilation=2, verifier_epochs=2,
+                         verifier_convs=1, verifier_width=8, verifier_hidden=16, roi_size=6, min_area=4)
+    data = _tiny_samples()
+    model = method.build_model(in_channels=3, num_classes=3)
+    with torch.no_grad():  # an FCN that already outputs the plateaus 2 and 3: candidates to verify
+        model.heads["label"].weight.zero_()
+        model.heads["label"].bias.fill_(0.0)
+    from labkit.train import train
+
+    kwargs = dict(epochs=1, batch_size=2, lr=0.0, device="cpu", seed=0, resume=True, progress=False)
+    train(method, model, data, out_dir=tmp_path, **kwargs)
+
+    class Plateaus(torch.nn.Module):  # the frozen FCN of the second stage: ground-truth plateaus
+        def __init__(self, fcn):
+            super().__init__()
+            self.fcn, self.config = fcn, fcn.config
+
+        def forward(self, image):
+            out = self.fcn(image)
+            return {"label": 2 * image[:, :1] + 3 * image[:, 1:2], "features": out["features"]}
+
+    fcn = Plateaus(model)
+    history = train_verifier(method, fcn, data, out_dir=tmp_path / "verification", train_kwargs=kwargs)
+    assert len(history["epochs"]) == 2 and history["epochs"][0]["candidates"] > 0
+    again = train_verifier(method, fcn, data, out_dir=tmp_path / "verification", train_kwargs=kwargs)
+    assert again["epochs"] == history["epochs"]  # resumed: nothing left to train
+    head = load_verifier(tmp_path / "verification")
+    outputs = fcn(torch.stack([s["image"] for s in data[:2]]))
+    preds = method.decode(outputs, verifier=head, verify_threshold=0.0)
+    assert all(len(p["ids"]) == 2 and set(p["classes"].tolist()) <= {1, 2} for p in preds)
+    assert all(((p["scores"] >= 0) & (p["scores"] <= 1)).all() for p in preds)
+    unverified = method.decode(outputs, verifier=head, verify=False)
+    assert all(p["scores"].tolist() == [1.0, 1.0] for p in unverified)
+    rejected = method.decode(outputs, verifier=head, verify_threshold=1.01)
+    assert all(len(p["ids"]) == 0 for p in rejected)
+    with pytest.raises(LabkitError, match="not a DVIS verification"):
+        load_verifier(tmp_path)
