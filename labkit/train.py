@@ -24,7 +24,13 @@ without the optimiser states, so :func:`load_checkpoint` reads either. Calling
 with model, optimiser, scheduler, scaler and every random generator restored,
 so on CPU an interrupted run finishes bit-for-bit like an uninterrupted one.
 A fresh run seeds Python's, NumPy's and torch's global generators with
-``seed`` (the model is built by the caller, before ``train``).
+``seed`` (the model is built by the caller, before ``train``; seed torch
+before building it, as :func:`labkit.workflows.train_run` does).
+
+A seed repeats a run bit-for-bit on the same machine with the same number of
+torch threads.  Another thread count (or CPU) sums floats in another order;
+training amplifies those last-bit differences like a change of seed, so each
+epoch record notes ``threads`` (``torch.get_num_threads()``).
 
 A NaN or infinite loss term stops training with
 :class:`~labkit.errors.NonFiniteLossError` naming the epoch, step and term;
@@ -217,7 +223,7 @@ def train(
                 if val_metric is not None:
                     record["val_score"] = _val_score(val_metric, model)
                     model.train()
-            record.update(lr=last_lr, seconds=time.perf_counter() - started)
+            record.update(lr=last_lr, seconds=time.perf_counter() - started, threads=torch.get_num_threads())
             improved = "val_score" in record and _is_best(record, history["epochs"])
             history["epochs"].append(record)
             common = {
@@ -240,7 +246,7 @@ def train(
                 "history": history,
             })
             write_json(out_dir / HISTORY_NAME, history)
-            summary = _format_terms({k: v for k, v in record.items() if k not in ("epoch", "lr", "seconds")})
+            summary = _format_terms({k: v for k, v in record.items() if k not in ("epoch", "lr", "seconds", "threads")})
             epoch_bar.set_postfix_str(summary)
             log.info("%s epoch %d/%d: %s (%.1f s)", method.key, epoch, epochs, summary, record["seconds"])
     return history

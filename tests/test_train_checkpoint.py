@@ -134,7 +134,7 @@ def test_checkpoint_layout(tmp_path):
     }
     assert set(checkpoint["rng"]) == {"python", "numpy", "torch", "cuda", "loader"}
     assert checkpoint["history"] == history == json.loads((tmp_path / "history.json").read_text())
-    assert set(history["epochs"][0]) == {"epoch", "cross_entropy", "loss", "val_cross_entropy", "val_loss", "lr", "seconds"}
+    assert set(history["epochs"][0]) == {"epoch", "cross_entropy", "loss", "val_cross_entropy", "val_loss", "lr", "seconds", "threads"}
     assert not loaded.training
     image = torch.rand(1, 1, 12, 12)
     torch.testing.assert_close(loaded(image)["semantic"], model.eval()(image)["semantic"])
