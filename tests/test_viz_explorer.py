@@ -1,10 +1,10 @@
 """The live explorer on a trained model (labkit.viz.explorer), without a browser.
 
-The checkpoint is an untrained small discriminative model whose semantic head
-calls every pixel foreground, so the decoder has something to cluster and the
-number of instances depends on the bandwidth.
+The checkpoint (tests/explorer_checkpoint.py) is an untrained small
+discriminative model whose semantic head calls every pixel foreground, so the
+decoder has something to cluster and the number of instances depends on the
+bandwidth.
 """
-import dataclasses
 import json
 
 import ipywidgets as widgets
@@ -15,12 +15,12 @@ import torch
 from PIL import Image
 
 from labkit import methods
-from labkit.checkpoint import save_checkpoint
 from labkit.data.synthetic import SyntheticScenes
 from labkit.errors import DataError, LabkitError
 from labkit.methods.discriminative import Discriminative
 from labkit.train import load_checkpoint
 from labkit.tuning import read_decode_json, write_decode_json
+from explorer_checkpoint import write_checkpoint
 from labkit.viz.explorer import (
     ModelExplorer,
     check_grid,
@@ -28,6 +28,7 @@ from labkit.viz.explorer import (
     embedding_figure,
     initial_decode_params,
     open_images,
+    training_images,
 )
 
 GRID = {"bandwidth": [0.25, 0.5, 1.0, 2.0], "min_area": [2, 8, 32]}
@@ -46,19 +47,7 @@ def images():
 
 @pytest.fixture
 def run_dir(tmp_path, images):
-    torch.manual_seed(0)
-    m = methods.get("discriminative", width=4, depth=2, embedding_dim=3, min_area=2)
-    model = m.build_model(in_channels=images.in_channels, num_classes=len(images.class_names))
-    with torch.no_grad():  # every pixel foreground, embeddings spread over a few units
-        model.heads.semantic.weight.zero_()
-        model.heads.semantic.bias.copy_(torch.tensor([-5.0] + [5.0] * (len(images.class_names) - 1)))
-        model.heads.embedding.weight.mul_(5)
-    run = tmp_path / "run"
-    save_checkpoint(run / "model.pt", {
-        "method": {"key": m.key, "params": dataclasses.asdict(m.defaults)},
-        "model": {"config": model.config, "state": model.state_dict()},
-    })
-    return run
+    return write_checkpoint(tmp_path / "run", in_channels=images.in_channels)
 
 
 def direct_decode(run, image, **params):
@@ -214,3 +203,13 @@ def test_embedding_figure_shows_only_instance_pixels():
     assert len(embedding_figure(embedding, torch.zeros(6, 7, dtype=torch.int64)).data) == 0
     with pytest.raises(DataError, match="embedding"):
         embedding_figure(embedding, instances[:5])
+
+
+def test_images_default_to_the_validation_split_of_the_training_data(grid, run_dir, images):
+    assert training_images("synthetic:shapes:train") == training_images("synthetic:shapes") == "synthetic:shapes:val"
+    assert training_images("/data/cells") == "/data/cells"
+    with pytest.raises(LabkitError, match="images="):
+        training_images(None)
+    explorer = ModelExplorer(run_dir, device="cpu", max_images=4)
+    assert explorer.dataset.split == "val" and explorer.dataset.family.name == "shapes"
+    assert len(explorer.image_menu.options) == 4

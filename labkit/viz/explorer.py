@@ -178,6 +178,20 @@ def open_images(images: Any, split: str = "val") -> Any:
     return dataset
 
 
+def training_images(spec: str | None) -> str:
+    """Where to explore a model trained on ``spec``: the ``val`` split of a synthetic family, else the folder itself.
+
+    (:func:`open_images` reads ``DIR/val`` of a folder that has one.)
+    """
+    from labkit.data.registry import SYNTHETIC_PREFIX, parse_synthetic
+
+    if not spec:
+        raise LabkitError("the checkpoint does not record its training data; pass images=DIR or synthetic:NAME:val")
+    if str(spec).startswith(SYNTHETIC_PREFIX):
+        return f"{SYNTHETIC_PREFIX}{parse_synthetic(str(spec))[0]}:val"
+    return str(spec)
+
+
 def _name(dataset: Any, index: int) -> str:
     try:
         return str(dataset.name(index))
@@ -191,7 +205,8 @@ class ModelExplorer:
     Args:
         checkpoint: ``RUN_DIR/model.pt`` or ``RUN_DIR``.
         images: a dataset, a list of samples (``image [C,H,W]``, optional
-            ``instances``) or a spec for :func:`open_images`.
+            ``instances``) or a spec for :func:`open_images`; default: the
+            checkpoint's training data (:func:`training_images`).
         run_dir: where Save writes ``decode.json`` (default: the checkpoint's folder).
         index: the image shown first.
         device: where the model runs (``"auto"``, ``"cpu"``, ``"cuda"``).
@@ -207,14 +222,16 @@ class ModelExplorer:
     """
 
     def __init__(
-        self, checkpoint: str | Path, images: Any, *, run_dir: str | Path | None = None, index: int = 0,
+        self, checkpoint: str | Path, images: Any = None, *, run_dir: str | Path | None = None, index: int = 0,
         device: str = "auto", max_images: int = 50, max_points: int = 3000, scale: int | None = None,
     ) -> None:
         from labkit.checkpoint import checkpoint_path
         from labkit.train import load_checkpoint
         from labkit.tuning import read_decode_json
 
-        self.method, self.model, _ = load_checkpoint(checkpoint, device=device)
+        self.method, self.model, saved_checkpoint = load_checkpoint(checkpoint, device=device)
+        if images is None:
+            images = training_images((saved_checkpoint.get("data") or {}).get("spec"))
         self.device = next(self.model.parameters(), torch.zeros(0)).device
         self.run_dir = Path(run_dir) if run_dir is not None else checkpoint_path(checkpoint).parent
         self.dataset = open_images(images)
