@@ -8,9 +8,12 @@
 * :mod:`labkit.losses.lovasz`: Berman et al. 2018 Lovász hinge and Lovász-softmax (IoU surrogates).
 * :mod:`labkit.losses.dvis`: DVIS (NeurIPS 2020) binary, permutation-invariant pairwise,
   Mumford-Shah and quantisation terms on a one-channel label map.
+* :mod:`labkit.losses.irnet`: IRNet (Ahn et al. 2019) pair offsets, boundary affinities (Eq. 7),
+  displacement and boundary losses (Eq. 5, 6, 8, 9).
 """
 from labkit.losses.discriminative import DiscriminativeLoss, discriminative_loss
 from labkit.losses.dvis import DVISLoss, dvis_loss, stratified_offsets
+from labkit.losses.irnet import IRNetLoss, irnet_loss, pair_affinity, pair_offsets
 from labkit.losses.lovasz import LovaszHinge, LovaszSoftmax, lovasz_binary, lovasz_grad, lovasz_hinge, lovasz_softmax
 from labkit.losses.margins import (
     max_instances_for_margin,
@@ -31,6 +34,7 @@ from labkit.losses.recurrent import (
 __all__ = [
     "DVISLoss",
     "DiscriminativeLoss",
+    "IRNetLoss",
     "LovaszHinge",
     "LovaszSoftmax",
     "PairwiseEmbeddingLoss",
@@ -42,9 +46,12 @@ __all__ = [
     "lovasz_hinge",
     "lovasz_softmax",
     "dvis_loss",
+    "irnet_loss",
     "max_instances_for_margin",
     "max_margin_for_instances",
+    "pair_affinity",
     "pair_loss",
+    "pair_offsets",
     "pairwise_embedding_loss",
     "recurrent_grouping_loss",
     "sample_pixels",
