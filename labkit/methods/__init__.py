@@ -21,6 +21,7 @@ _METHOD_MODULES = (
     "labkit.methods.recurrent",
     "labkit.methods.dvis",
     "labkit.methods.hle",
+    "labkit.methods.irnet",
 )
 
 
