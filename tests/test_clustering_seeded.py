@@ -80,3 +80,28 @@ def test_edge_cases():
         seeded_mean_shift(np.array([[np.nan, 0.0]]), 1.0)
     with pytest.raises(DataError, match="max_overlap"):
         seeded_mean_shift(np.ones((3, 2)), 1.0, max_overlap=2.0)
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 64])
+def test_batched_seeds_find_the_same_clusters(batch_size):
+    """Seeds shifted together give the clusters of one-at-a-time seeds (another random seed order)."""
+    X, y = make_blobs(n_samples=600, centers=4 * np.eye(6), cluster_std=0.08, random_state=6)
+    centers, labels = seeded_mean_shift(X, 0.5, batch_size=batch_size, seed=2)
+    assert len(centers) == 6 and adjusted_rand_score(y, labels) == 1.0
+    for k in range(6):  # every center is still a fixed point: the mean of its ball
+        np.testing.assert_allclose(centers[k], X[labels == k].mean(0), atol=5e-3)
+
+
+def test_batched_seeds_respect_max_tries_and_min_size():
+    X, _ = blobs(seed=2)
+    for batch_size in (1, 64):
+        centers, labels = seeded_mean_shift(X, 0.5, max_tries=2, batch_size=batch_size)
+        assert len(centers) == 2 and (labels >= 0).sum() == 200  # two tries, two blobs, no more
+        centers, _ = seeded_mean_shift(X, 0.5, min_size=101, batch_size=batch_size)
+        assert len(centers) == 0
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True])
+def test_bad_batch_size(bad):
+    with pytest.raises(DataError, match="batch_size"):
+        seeded_mean_shift(np.ones((3, 2)), 1.0, batch_size=bad)
