@@ -32,8 +32,7 @@ def training_transform(spec: str | Path, crop: int):
     Synthetic scenes share one size; a user's images do not, so they are
     cropped (and padded where smaller) to ``crop`` x ``crop`` to form batches.
     Flips are skipped for a synthetic family that is not mirror-symmetric
-    (``digits``: trained with flips, ``recurrent`` reached AR50@10 0.76 on
-    the unflipped test scenes, without them 0.78).
+    (``digits``: a mirrored digit is not a digit of the test scenes).
     """
     from labkit.data.registry import parse_synthetic
     from labkit.data.synthetic import get_family

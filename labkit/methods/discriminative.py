@@ -40,37 +40,31 @@ Differences from the authors' code and the paper, chosen here:
   embedding: the authors' code (the short paper gives no numbers).
 * The paper clusters by thresholding around seeds with bandwidth ``delta_v``
   and assigns only the pixels inside that ball; with imperfect embeddings an
-  instance then falls apart into a main cluster and small fragments (on
-  shapes, fast CPU profile: class-agnostic AP50 0.67 instead of 0.94).  We
-  merge modes closer than ``merge_radius = delta_d``, assign every foreground
-  pixel within ``assign_radius = delta_d`` of a mode to its nearest mode, and
-  drop clusters smaller than ``min_area`` pixels.  ``merge_radius=0,
+  instance then falls apart into a main cluster and small fragments, each a
+  false positive.  We merge modes closer than ``merge_radius = delta_d``,
+  assign every foreground pixel within ``assign_radius = delta_d`` of a mode
+  to its nearest mode, and drop clusters smaller than ``min_area`` pixels.  ``merge_radius=0,
   assign_radius=delta_v`` come closest to the paper's clusters.
 * The authors cluster each predicted class separately; with a semantic head
   whose pixel classes are noisy inside an object, that cuts objects into
   per-class fragments.  Clustering all foreground and splitting clusters only
-  into separate pieces of different classes keeps them whole (shapes, 30
-  epochs, class-aware / class-agnostic AP50: per-class clustering 0.61 /
-  0.78; this decoding, with the class confidence in the score, 0.75 / 0.90).
+  into separate pieces of different classes keeps them whole.
 * The semantic network is a second UNet of the embedding network's size,
   trained at the same time (the paper: a separately trained ResNet-38).
   Sharing one network between both heads (``separate_semantic=False``)
-  halves the cost but, on ``synthetic:shapes`` (fast CPU profile), the shared
-  features never learn the four shape classes: the cross-entropy stays on the
-  plateau of class-agnostic foreground (about 0.24; shape classes still at
-  chance after 40 epochs, after 10 with a semantic weight of 10 and after 20
-  with separate decoders on a shared encoder), whereas the separate network
-  leaves it after about 12 epochs (0.87 foreground class accuracy after 24).
-* ``CE_inst`` is ours.  Even the separate network sat on that plateau for a
-  number of epochs that varied from run to run (8 to more than 30 of a
-  30-epoch schedule), because every pixel of a uniformly textured shape had
-  to name the class on its own.  With the instance term the pixels that see a
-  corner or a tip decide for the whole instance; decoding pools the same way
-  (an instance's class has the highest mean log-probability over its pixels).
-  On shapes, with a seed whose semantic network plateaus: that network alone
-  (20 epochs, lr 1e-3) names the class of 0.49 of the test instances with
-  the pixel loss, 0.89 with both terms; the whole method (40 epochs, fast
-  profile) reaches AP50 0.57 without the instance term, 0.88 with it.
+  halves the cost and suits one-class data such as ``sticks``, but on
+  ``synthetic:shapes`` the shared features did not learn the four shape
+  classes: the cross-entropy stayed on the plateau of class-agnostic
+  foreground, which the separate network leaves.
+* ``CE_inst`` is ours.  Even the separate network can sit on that plateau
+  for a number of epochs that varies from seed to seed, because every pixel
+  of a uniformly textured shape has to name the class on its own.  With the
+  instance term the pixels that see a corner or a tip decide for the whole
+  instance; decoding pools the same way (an instance's class has the highest
+  mean log-probability over its pixels).
+
+The measurements behind these choices (dated, with their commands) are in
+``benchmarks/RESULTS.md``.
 """
 from __future__ import annotations
 

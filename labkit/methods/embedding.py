@@ -17,7 +17,7 @@ turns the resulting cluster map into a prediction (DESIGN.md, "Data contract"):
   ``quality`` (in ``[0, 1]``) a per-cluster compactness supplied by the
   method.  All three make AP meaningful: a blob the semantic head is unsure
   about, an instance whose class is in doubt (per-class AP ranks it below the
-  sure ones; on shapes, AP50 0.79 -> 0.82), or a loose cluster that mean shift
+  sure ones), or a loose cluster that mean shift
   barely held together ranks below a confident, tight one.
 """
 from __future__ import annotations
