@@ -86,8 +86,8 @@ class MeanShift(ClusterMixin, BaseEstimator):
        center (or -1 beyond ``bandwidth`` when ``cluster_all=False``).
 
     On well-separated data this gives scikit-learn's clusters (same modes to
-    ``1e-3 * bandwidth``) hundreds of times faster; ``benchmarks/bench_meanshift.py``
-    measures it. One difference, from the binned phase only: a bin seed whose
+    ``1e-3 * bandwidth``) much faster; ``benchmarks/bench_meanshift.py``
+    measures how much (figures in ``benchmarks/RESULTS.md``). One difference, from the binned phase only: a bin seed whose
     ball is empty but that lies within ``bandwidth`` + a cell's radius of a
     cell is moved towards that cell rather than dropped. In high dimensions a
     tight cluster can have every grid corner farther than ``bandwidth`` from
