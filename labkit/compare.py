@@ -240,12 +240,15 @@ def _unique_names(entries: list[Entry]) -> None:
 def compare(
     sources: Sequence[str | Path], data: str, *, out: str | Path | None = None, device: str = "auto",
     grid_images: int = 4, max_images: int | None = None, progress: bool = True,
+    keep_predictions: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate every source on ``data`` (default split: test); write ``out/compare.json`` and ``out/report.html``.
 
     Returns ``{"data", "device", "columns", "rows", "grid"}``: one row per
     source (keys :data:`COLUMNS`), and ``grid`` the names of the images shown
-    in the report's image grid.
+    in the report's image grid.  A dict passed as ``keep_predictions`` receives
+    the grid's ``samples``, each entry's grid ``predictions`` and the loaded
+    ``entries`` (method and model by name), for a notebook's own figures.
     """
     from labkit.data import load_dataset
     from labkit.train import resolve_device
@@ -272,12 +275,98 @@ def compare(
         "data": str(data), "device": str(dev), "columns": list(COLUMNS), "rows": rows,
         "grid": [str(s.get("name", i)) for i, s in enumerate(samples)],
     }
+    if keep_predictions is not None:
+        keep_predictions.update(samples=samples, predictions=grid_predictions,
+                                entries={e.name: e for e in entries})
     if out is not None:
         out = Path(out)
         write_json(out / "compare.json", result)
         write_report(result, out / "report.html", samples=samples, predictions=grid_predictions)
         log.info("wrote %s and %s", out / "compare.json", out / "report.html")
     return result
+
+
+# -- runs for a comparison ---------------------------------------------------
+def family_of(checkpoint: dict[str, Any]) -> str | None:
+    """The synthetic family a checkpoint was trained on: its data spec, else its class names."""
+    from labkit.data.synthetic import FAMILIES
+
+    data = checkpoint.get("data") or {}
+    spec = data.get("spec")
+    if spec and str(spec).startswith("synthetic:"):
+        return str(spec).split(":")[1]
+    names = data.get("class_names")
+    for name, family in FAMILIES.items():
+        if names is not None and list(family.class_names) == list(names) \
+                and data.get("in_channels") in (None, family.in_channels):
+            return name
+    return None
+
+
+def find_runs(root: str | Path) -> list[dict[str, Any]]:
+    """Every trained run under ``root`` (``**/model.pt``): ``{"method", "family", "run", "minutes"}``.
+
+    A checkpoint inside another run's folder (a later training stage) is not
+    a run of its own; checkpoints of methods that are not registered are skipped.
+    """
+    from labkit.checkpoint import CHECKPOINT_NAME, read_checkpoint
+
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    keys = set(methods.available())
+    found = []
+    for file in sorted(root.rglob(CHECKPOINT_NAME)):
+        run = file.parent
+        if any((parent / CHECKPOINT_NAME).is_file() for parent in run.parents if root in parent.parents or parent == root):
+            continue
+        try:
+            checkpoint = read_checkpoint(file)
+        except LabkitError as exc:
+            log.warning("skipping %s: %s", file, exc)
+            continue
+        key = checkpoint["method"]["key"]
+        if key in keys:
+            found.append({"method": key, "family": family_of(checkpoint), "run": str(run),
+                          "minutes": training_minutes(run)})
+    return found
+
+
+def train_for_comparison(
+    key: str, family: str, out: str | Path, *, samples: int, epochs: int, batch_size: int = 8,
+    device: str = "auto", seed: int = 0, progress: bool = False, **method_params: Any,
+) -> tuple[str | None, str | None]:
+    """Train ``key`` on ``samples`` scenes of ``family`` into ``out`` (resumable); ``(run, reason)``.
+
+    The same loop as ``labkit train`` (:func:`labkit.train.train`, then the
+    method's ``post_train`` stages), with a fixed budget of ``samples`` x
+    ``epochs``.  A method that does not apply to the family (its
+    ``applies_to`` says so, or it raises :class:`LabkitError` while
+    training) returns ``(None, reason)``.
+    """
+    from labkit.data.synthetic import SyntheticScenes
+    from labkit.train import train
+    from labkit.workflows import training_transform
+
+    spec = f"synthetic:{family}"
+    method = methods.get(key, **method_params)
+    train_set = SyntheticScenes(family, split="train", num_samples=samples, transform=training_transform(spec, 128))
+    reason = applicability(method, train_set)
+    if reason is not None:
+        return None, reason
+    out = Path(out)
+    torch.manual_seed(seed)
+    try:
+        model = method.build_model(in_channels=train_set.in_channels, num_classes=train_set.num_classes)
+        lr = getattr(method.defaults, "lr", 1e-3)
+        kwargs = dict(epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed, progress=progress,
+                      data_spec=spec)
+        train(method, model, train_set, out_dir=out, **kwargs)
+        method.post_train(model, train_set, out_dir=out, train_kwargs=kwargs)
+    except LabkitError as exc:
+        log.warning("%s does not apply to %s: %s", key, family, exc)
+        return None, str(exc)
+    return str(out), None
 
 
 # -- figures ----------------------------------------------------------------
@@ -302,6 +391,76 @@ def prediction_grid(samples: Sequence[dict[str, Any]], predictions: dict[str, Se
             if r == 0:
                 ax.set_title(title, fontsize=9)
     fig.tight_layout()
+    return fig
+
+
+def embedding_view(method: Any, outputs: dict[str, torch.Tensor]) -> tuple[str, str, np.ndarray] | None:
+    """``(head, kind, map)`` of the output that is the method's embedding, for one image (batch index 0).
+
+    ``kind`` is ``"sphere"`` for a unit-normalised head (``recurrent``,
+    ``hle``), ``"euclidean"`` for an ``embedding`` head (``discriminative``),
+    ``"surface"`` for a one-channel ``label`` map (``dvis``); None when the
+    method has no such output (``semantic``, ``irnet``, the baselines).
+    """
+    normalized = [h for h in method.normalized_heads() if h in outputs]
+    if normalized:
+        return normalized[0], "sphere", outputs[normalized[0]][0].detach().float().cpu().numpy()
+    if "embedding" in outputs:
+        return "embedding", "euclidean", outputs["embedding"][0].detach().float().cpu().numpy()
+    if "label" in outputs and outputs["label"].shape[1] == 1:
+        return "label", "surface", outputs["label"][0, 0].detach().float().cpu().numpy()
+    return None
+
+
+def embeddings_figure(entries: dict[str, Entry], sample: dict[str, Any], *, max_points: int = 1500,
+                      device: str | torch.device = "cpu", seed: int = 0):
+    """Each method's embedding of one image in 3D, side by side (plotly).
+
+    Euclidean embeddings are projected by PCA, sphere embeddings by PCA and
+    normalised back onto the sphere, the DVIS label map is drawn as a surface
+    over the image plane; points are coloured by ground-truth instance.
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    from labkit.viz.embedding3d import projection_matrix
+    from labkit.viz.overlay import instance_colors
+
+    views = []
+    with torch.no_grad():
+        for name, entry in entries.items():
+            if entry.model is None or entry.reason is not None:
+                continue
+            entry.model.eval()
+            outputs = entry.model(sample["image"][None].to(device))
+            view = embedding_view(entry.method, outputs)
+            if view is not None:
+                views.append((name, *view))
+    if not views:
+        return None
+    fig = make_subplots(rows=1, cols=len(views), specs=[[{"type": "scene"}] * len(views)],
+                        subplot_titles=[f"{n}: {h} ({k})" for n, h, k, _ in views])
+    gt = sample["instances"].numpy()
+    ids = np.unique(gt)
+    colors = {int(i): c for i, c in zip(ids, instance_colors(ids))}
+    rng = np.random.default_rng(seed)
+    for col, (name, head, kind, values) in enumerate(views, start=1):
+        if kind == "surface":
+            fig.add_trace(go.Surface(z=values, surfacecolor=gt.astype(float), colorscale="Turbo", showscale=False,
+                                     name=name), row=1, col=col)
+            continue
+        points = values.reshape(values.shape[0], -1).T
+        labels = gt.reshape(-1)
+        pick = rng.choice(len(points), size=min(max_points, len(points)), replace=False)
+        points, labels = points[pick], labels[pick]
+        xyz = points @ projection_matrix(points, "pca", seed=seed)  # D < 3: padded with zeros
+        if kind == "sphere":
+            xyz = xyz / np.maximum(np.linalg.norm(xyz, axis=1, keepdims=True), 1e-12)
+        rgb = [f"rgb({int(255 * c[0])},{int(255 * c[1])},{int(255 * c[2])})" if i > 0 else "rgb(170,170,170)"
+               for i in labels for c in [colors[int(i)]]]
+        fig.add_trace(go.Scatter3d(x=xyz[:, 0], y=xyz[:, 1], z=xyz[:, 2], mode="markers", name=name,
+                                   marker=dict(size=2, color=rgb), showlegend=False), row=1, col=col)
+    fig.update_layout(height=420, width=max(420, 360 * len(views)), margin=dict(l=0, r=0, t=40, b=0))
     return fig
 
 
@@ -437,7 +596,8 @@ def _plain(value: Any) -> str:
 
 
 __all__ = [
-    "COLUMNS", "Entry", "METRICS", "applicability", "compare", "count_parameters", "evaluate_entry", "format_rows",
-    "load_entry", "metric_chart", "prediction_grid", "speed_chart", "table_html", "timed_predictions",
+    "COLUMNS", "Entry", "METRICS", "applicability", "compare", "count_parameters", "embedding_view",
+    "embeddings_figure", "evaluate_entry", "family_of", "find_runs", "format_rows", "load_entry", "metric_chart",
+    "prediction_grid", "speed_chart", "table_html", "timed_predictions", "train_for_comparison",
     "training_minutes", "write_report",
 ]

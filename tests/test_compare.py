@@ -171,3 +171,58 @@ def test_bad_sources(args, message):
 def test_cli_reports_bad_input_in_one_line(capsys, tmp_path):
     code = main(["compare", "no/such/run", "--data", "synthetic:sticks", "--out", str(tmp_path)])
     assert code == 2 and "labkit: error:" in capsys.readouterr().err
+
+
+def test_find_runs_names_method_and_family(runs, tmp_path):
+    import shutil
+
+    root = tmp_path / "out"
+    shutil.copytree(runs["discriminative"], root / "01_x" / "sticks")
+    shutil.copytree(runs["digits"], root / "02_y" / "digits")
+    shutil.copytree(runs["semantic"], root / "02_y" / "digits" / "stage2")  # a later stage: not a run of its own
+    found = {(r["method"], r["family"]) for r in __import__("labkit.compare", fromlist=["x"]).find_runs(root)}
+    assert found == {("discriminative", "sticks"), ("semantic", "digits")}
+
+
+def test_family_of_reads_class_names_when_the_spec_is_missing():
+    from labkit.compare import family_of
+
+    assert family_of({"data": {"spec": "synthetic:panoptic"}}) == "panoptic"
+    assert family_of({"data": {"spec": None, "class_names": ["background", "stick"], "in_channels": 3}}) == "sticks"
+    assert family_of({"data": {"spec": "my/folder", "class_names": ["background", "cell", "x"]}}) is None
+
+
+def test_train_for_comparison_marks_a_method_that_does_not_apply(tmp_path, monkeypatch):
+    from labkit.compare import train_for_comparison
+    from labkit.methods.semantic import SemanticSegmentation
+
+    monkeypatch.setattr(SemanticSegmentation, "applies_to",
+                        lambda self, d: None if d.stuff else "needs stuff classes", raising=False)
+    run, reason = train_for_comparison("semantic", "sticks", tmp_path / "a", samples=4, epochs=1, device="cpu")
+    assert run is None and reason == "needs stuff classes" and not (tmp_path / "a").exists()
+
+    def refuse(self, outputs, batch):
+        raise LabkitError("this family has no image-level labels")
+    monkeypatch.setattr(SemanticSegmentation, "loss", refuse)
+    run, reason = train_for_comparison("semantic", "panoptic", tmp_path / "b", samples=4, epochs=1, device="cpu")
+    assert run is None and "image-level labels" in reason
+
+
+def test_embedding_views_and_figure(runs):
+    from labkit.compare import Entry, embedding_view, embeddings_figure
+    from labkit.train import load_checkpoint
+
+    sample = SyntheticScenes("sticks", split="test", num_samples=1)[0]
+    method, model, _ = load_checkpoint(runs["discriminative"])
+    with torch.no_grad():
+        head, kind, values = embedding_view(method, model(sample["image"][None]))
+    assert (head, kind, values.shape[0]) == ("embedding", "euclidean", 8)
+    sem, sem_model, _ = load_checkpoint(runs["semantic"])
+    with torch.no_grad():
+        assert embedding_view(sem, sem_model(sample["image"][None])) is None
+    recurrent = methods.get("recurrent")
+    unit = torch.nn.functional.normalize(torch.randn(1, 4, 8, 8), dim=1)
+    assert embedding_view(recurrent, {"embedding": unit, "semantic": torch.zeros(1, 2, 8, 8)})[1] == "sphere"
+    fig = embeddings_figure({"discriminative": Entry("discriminative", method, model),
+                             "semantic": Entry("semantic", sem, sem_model)}, sample, max_points=200)
+    assert len(fig.data) == 1 and fig.data[0].type == "scatter3d" and len(fig.data[0].x) == 200
