@@ -102,13 +102,18 @@ def pair_affinity(boundary: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor
         boundary = boundary[:, 0]
     if boundary.ndim != 3:
         raise LabkitError(f"boundary must be [B,H,W] or [B,1,H,W], got shape {tuple(boundary.shape)}")
-    maps = []
-    for dy, dx in offsets.tolist():
-        path = torch.stack([_shift(boundary, py, px, 0.0) for py, px in line_offsets(dy, dx)])
-        maps.append(1.0 - path.amax(dim=0))
-    if not maps:
+    if len(offsets) == 0:
         return boundary.new_zeros(boundary.shape[0], 0, *boundary.shape[1:])
-    return torch.stack(maps, dim=1)
+    # every line pixel is itself a point of the half disc: shift the map once per distinct point,
+    # then take the max over each line's points (lines padded by repeating their last point)
+    lines = [line_offsets(dy, dx) for dy, dx in offsets.tolist()]
+    points = sorted({p for line in lines for p in line})
+    where = {p: k for k, p in enumerate(points)}
+    shifted = torch.stack([_shift(boundary, py, px, 0.0) for py, px in points], dim=1)  # [B, U, H, W]
+    longest = max(len(line) for line in lines)
+    index = torch.tensor([[where[p] for p in line] + [where[line[-1]]] * (longest - len(line)) for line in lines],
+                         device=boundary.device)
+    return 1.0 - shifted[:, index].amax(dim=2)
 
 
 def pair_labels(label_map: torch.Tensor, offsets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -335,5 +335,61 @@ def write_pseudo_folder(folder: Path, dataset: ImageLabels, predictions: Sequenc
     write_json(folder / "summary.json", {"images": len(counts), "instances": counts})
 
 
-__all__ = ["IRNet", "IRNetParams", "RelationSet", "compute_maps", "subtract_mean_displacement", "weak_batch",
-           "write_pseudo_folder", "MODES"]
+
+
+def pseudo_label_scores(
+    method: IRNet, model: nn.Module, dataset: Any, *, modes: Sequence[str] = MODES, limit: int | None = None,
+    device: torch.device | str = "cpu", progress: bool = True,
+) -> dict[str, Any]:
+    """The paper's Tables 1 and 2 on ``dataset`` (the training split, ground truth used only to score).
+
+    Pseudo labels are synthesised from the image labels (:class:`ImageLabels`
+    view) and compared with the masks the method never saw:
+    ``{mode: {"ap50", "ap"}}`` (COCO mask AP, class-aware) for each mode of
+    Table 1, and ``miou_cam`` / ``miou_propagated`` (Table 2: the semantic map
+    of ``"cam"`` and of ``"cam_boundary"``).
+    """
+    from labkit.data.contract import ground_truth
+    from labkit.metrics import coco_mask_ap
+    from labkit.metrics.semantic import mean_iou
+
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    plain = _First(ImageLabels(dataset, augment=False).dataset, n)  # no augmentation
+    maps = compute_maps(method, model, ImageLabels(plain), device=device, progress=progress)
+    truths = [ground_truth(plain[i]) for i in range(n)]
+    results: dict[str, Any] = {"n_images": n}
+    for mode in modes:
+        preds = [method.synthesize_maps(m, mode=mode) for m in tqdm(maps, desc=mode, disable=not progress, leave=False)]
+        ap = coco_mask_ap(preds, truths)
+        results[mode] = {"ap50": float(ap["ap50"]), "ap": float(ap["ap"]), "predictions": preds}
+        if mode in ("cam", "cam_boundary"):
+            key = "miou_cam" if mode == "cam" else "miou_propagated"
+            results[key] = mean_iou([p["semantic"] for p in preds], [t["semantic"] for t in truths],
+                                    num_classes=getattr(dataset, "num_classes", None))["miou"]
+    results["maps"] = maps
+    return results
+
+
+class _First(torch.utils.data.Dataset):
+    """The first ``n`` samples of ``dataset``, with its class metadata."""
+
+    def __init__(self, dataset: Any, n: int) -> None:
+        self.dataset, self.n = dataset, n
+        for name in ("class_names", "things", "stuff", "in_channels", "num_classes"):
+            if hasattr(dataset, name):
+                setattr(self, name, getattr(dataset, name))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> Any:
+        if not 0 <= index < self.n:
+            raise IndexError(index)
+        return self.dataset[index]
+
+    def name(self, index: int) -> str:
+        return self.dataset.name(index) if hasattr(self.dataset, "name") else str(index)
+
+
+__all__ = ["IRNet", "IRNetParams", "MODES", "RelationSet", "compute_maps", "pseudo_label_scores",
+           "subtract_mean_displacement", "weak_batch", "write_pseudo_folder"]

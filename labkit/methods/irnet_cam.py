@@ -76,13 +76,21 @@ def multiscale_cams(
         x = images if size == (height, width) else F.interpolate(images, size=size, mode="bilinear", align_corners=False)
         views = [(x, False)] + ([(torch.flip(x, (-1,)), True)] if flip else [])
         for view, flipped in views:
-            cam = model(view)[head].float().clamp(min=0)
+            cam = head_output(model, view, head).float().clamp(min=0)
             if flipped:
                 cam = torch.flip(cam, (-1,))
             if cam.shape[-2:] != (height, width):
                 cam = F.interpolate(cam, size=(height, width), mode="bilinear", align_corners=False)
             total = cam if total is None else total + cam
     return normalize_cams(total, labels.to(total))
+
+
+def head_output(model: nn.Module, image: torch.Tensor, head: str) -> torch.Tensor:
+    """One head's map; for a labkit model whose head has a backbone of its own, without running the others."""
+    own = getattr(model, "own_backbones", None)
+    if own is not None and head in own and hasattr(model, "heads"):
+        return model.heads[head](own[head](image))
+    return model(image)[head]
 
 
 def mine_relations(cams: torch.Tensor, fg_threshold: float = 0.30, bg_threshold: float = 0.05) -> torch.Tensor:

@@ -12,6 +12,9 @@ Three modes, the rows of the paper's Table 1:
   CAM is cut into instance-wise CAMs ``M_ck = M_c [I = k]`` (Eq. 11), every
   one is propagated by the random walk (Eq. 13, with the boundary penalty
   ``(1 - B)``), and every pixel takes the (class, instance) of its highest score.
+  Instances of I smaller than ``min_area_fraction`` of the image get no
+  instance-wise CAM (ours: an untrained field has hundreds of centroids, and
+  each one would cost a walk).
 
 After the walk the scores are divided by their global maximum and a
 background channel at ``bg_level`` (0.25, the authors' code) joins them
@@ -71,9 +74,13 @@ def synthesize(
     walk = dict(radius=radius, beta=beta, steps=steps)
     if mode == "irnet":
         inst, _, _ = instance_map(displacement.float().cpu(), refine_steps, centroid_threshold)
+        ids, sizes = inst.unique(return_counts=True)
+        # instances of I smaller than the smallest kept piece would only give dropped pieces; their pixels
+        # keep no seed (the walk fills them from their neighbours), which bounds the channels to walk
+        kept = ids[(sizes >= max(min_area_fraction * height * width, 1)) & (ids > 0)].tolist()
         seeds, channel_class = [], []
         for c in present:
-            for k in inst.unique().tolist():
+            for k in kept:
                 seed = cams[c] * (inst == k)
                 if float(seed.max()) > 0:
                     seeds.append(seed)

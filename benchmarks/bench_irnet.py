@@ -1,0 +1,75 @@
+"""IRNet quality on ``synthetic:shapes`` (issue 11): the paper's Tables 1 and 2 in miniature, and stage 4.
+
+1. ``labkit train --method irnet`` (stages 1-3, image-level labels only) into ``OUT/irnet``.
+2. Table 1: pseudo-label AP50 on the train split for CAM, CAM + class boundary,
+   full IRNet (targets: that order, full IRNet >= 0.5).  Table 2: semantic
+   pseudo-label mIoU, CAM vs propagated (target: propagated > CAM).
+3. Stage 4: ``discriminative`` trained on IRNet's pseudo-label folder, test AP50
+   (target >= 0.5), next to ``discriminative`` trained on the true masks with
+   the same settings (the reference, measured in the same run).
+
+Run (fast CPU profile; minutes on 2 cores):
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_irnet.py --out /tmp/bench_irnet
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+from labkit import methods, workflows
+from labkit.data import load_dataset
+from labkit.methods.irnet import pseudo_label_scores
+from labkit.train import load_checkpoint
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("/tmp/bench_irnet"))
+    parser.add_argument("--epochs", type=int, default=15, help="stage 1 (CAM network) epochs")
+    parser.add_argument("--irn-epochs", type=int, default=8, help="stage 3 (displacement + boundary) epochs")
+    parser.add_argument("--stage4-epochs", type=int, default=20, help="epochs of both discriminative models")
+    parser.add_argument("--table-images", type=int, default=100, help="train images scored for Tables 1-2")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-stage4", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    started = time.perf_counter()
+    run = args.out / "irnet"
+    workflows.train_run(method="irnet", data="synthetic:shapes", out=run, epochs=args.epochs, seed=args.seed,
+                        method_params={"irn_epochs": args.irn_epochs}, device="cpu", progress=False)
+    print(f"irnet stages 1-3: {time.perf_counter() - started:.0f} s", flush=True)
+    method, model, _ = load_checkpoint(run)
+    train_split = load_dataset("synthetic:shapes", split="train")
+    scores = pseudo_label_scores(method, model, train_split, limit=args.table_images, progress=False)
+    table1 = {mode: scores[mode]["ap50"] for mode in ("cam", "cam_boundary", "irnet")}
+    print(f"Table 1 (pseudo-label AP50, first {scores['n_images']} train images): "
+          + ", ".join(f"{k} {v:.3f}" for k, v in table1.items()), flush=True)
+    ordered = table1["cam"] < table1["cam_boundary"] < table1["irnet"]
+    print(f"  order CAM < CAM+boundary < IRNet: {'yes' if ordered else 'NO'}; "
+          f"IRNet >= 0.5: {'yes' if table1['irnet'] >= 0.5 else 'NO'}")
+    print(f"Table 2 (semantic mIoU): CAM {scores['miou_cam']:.3f}, propagated {scores['miou_propagated']:.3f} "
+          f"({'propagated higher' if scores['miou_propagated'] > scores['miou_cam'] else 'NOT higher'})", flush=True)
+    result = {"table1_ap50": table1, "miou_cam": scores["miou_cam"], "miou_propagated": scores["miou_propagated"],
+              "table_images": scores["n_images"], "epochs": args.epochs, "irn_epochs": args.irn_epochs}
+    if not args.skip_stage4:
+        epochs = args.stage4_epochs
+        for name, data in (("stage4", str(run / "pseudo_labels")), ("supervised", "synthetic:shapes")):
+            workflows.train_run(method="discriminative", data=data, out=args.out / name, epochs=epochs, crop=64,
+                                seed=args.seed, device="cpu", progress=False)
+            metrics = workflows.evaluate_run(checkpoint=args.out / name, data="synthetic:shapes:test",
+                                             device="cpu", progress=False)
+            result[f"{name}_test_ap50"] = float(metrics["ap50"])
+        s4, sup = result["stage4_test_ap50"], result["supervised_test_ap50"]
+        print(f"Stage 4 (discriminative, {epochs} epochs) test AP50: on IRNet pseudo labels {s4:.3f} "
+              f"({'meets' if s4 >= 0.5 else 'MISSES'} >= 0.5), on true masks {sup:.3f}; ratio {s4 / max(sup, 1e-9):.2f}")
+    result["seconds"] = time.perf_counter() - started
+    (args.out / "bench_irnet.json").write_text(json.dumps(result, indent=2))
+    print(f"total {result['seconds']:.0f} s; wrote {args.out / 'bench_irnet.json'}")
+
+
+if __name__ == "__main__":
+    main()
