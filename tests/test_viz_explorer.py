@@ -28,6 +28,7 @@ from labkit.viz.explorer import (
     embedding_figure,
     initial_decode_params,
     open_images,
+    paste_windows,
     training_images,
 )
 
@@ -213,3 +214,23 @@ def test_images_default_to_the_validation_split_of_the_training_data(grid, run_d
     explorer = ModelExplorer(run_dir, device="cpu", max_images=4)
     assert explorer.dataset.split == "val" and explorer.dataset.family.name == "shapes"
     assert len(explorer.image_menu.options) == 4
+
+
+def test_large_images_are_run_and_decoded_by_tiles_as_predict_does(grid, run_dir, images):
+    from labkit.evaluation import predict_tiled
+
+    explorer = ModelExplorer(run_dir, images, device="cpu", tile=16)
+    assert len(explorer.windows) == 9  # 32 px in tiles of 16 overlapping by 4: 3 x 3
+    method, model, _ = load_checkpoint(run_dir, device="cpu")
+    expected = predict_tiled(method, model, images[0]["image"], 16, **explorer.params())
+    assert torch.equal(explorer.prediction["instances"], expected["instances"])
+    assert explorer.figure is not None and sum(len(t.x) for t in explorer.figure.data) > 0
+
+
+def test_paste_windows_rebuilds_a_map_from_its_tiles():
+    full = torch.arange(2 * 5 * 7, dtype=torch.float32).reshape(2, 5, 7)
+    windows = [(0, 0, 3, 4), (0, 3, 3, 4), (2, 0, 3, 4), (2, 3, 3, 4)]
+    tiles = torch.stack([full[:, y:y + h, x:x + w] for y, x, h, w in windows])
+    assert torch.equal(paste_windows(tiles, windows, (5, 7)), full)
+    with pytest.raises(DataError, match="windows"):
+        paste_windows(tiles[:3], windows, (5, 7))

@@ -15,7 +15,10 @@ the same file ``labkit tune`` writes, which ``evaluate``/``predict`` then read.
 The controls come from ``method.decode_grid()``: numbers get a slider over the
 range of the candidates (initial value: ``decode.json`` when the run folder
 has one, else the method's default, else the middle candidate), anything else
-a drop-down of the candidates.  Callbacks only call ``method.decode``,
+a drop-down of the candidates.  Images larger than ``tile`` are run and
+decoded by sliding window, as ``labkit evaluate`` and ``predict`` do for a run
+trained on crops.  Callbacks only call ``method.decode`` (through
+:func:`labkit.evaluation.decode_windows`),
 :func:`labkit.clustering.score_instances`, :func:`overlay_png`,
 :func:`embedding_figure` and :func:`labkit.tuning.write_decode_json`, each
 tested on its own.
@@ -154,6 +157,20 @@ def embedding_figure(
     return fig
 
 
+def paste_windows(maps: torch.Tensor, windows: Sequence[tuple[int, int, int, int]], size: tuple[int, int]) -> torch.Tensor:
+    """One ``[C,H,W]`` map of ``size`` from per-window maps ``[n, C, h, w]`` (later windows overwrite overlaps).
+
+    For showing a tiled embedding; the decoder itself stitches predictions
+    (:func:`labkit.evaluation.stitch_tiles`), not maps.
+    """
+    if len(windows) != len(maps):
+        raise DataError(f"paste_windows: {len(maps)} maps for {len(windows)} windows")
+    out = maps.new_zeros((maps.shape[1], *size))
+    for m, (y, x, h, w) in zip(maps, windows):
+        out[:, y:y + h, x:x + w] = m[:, :h, :w]
+    return out
+
+
 def open_images(images: Any, split: str = "val") -> Any:
     """A dataset of images to explore: a dataset object, a list of samples, or a spec.
 
@@ -213,6 +230,9 @@ class ModelExplorer:
         max_images: at most this many images are offered in the image menu.
         max_points: points in the 3D view.
         scale: overlay enlargement (default: 3 for images up to 128 pixels, else 1-2).
+        tile: images larger than this are run and decoded by sliding window
+            (:func:`labkit.evaluation.tile_windows`, :func:`~labkit.evaluation.decode_windows`),
+            as ``labkit evaluate``/``predict`` do; None: whole images.
 
     Attributes: ``method``, ``model``, ``controls`` (name -> widget),
     ``history`` (one record per decode: the parameters, ``n_instances``,
@@ -224,6 +244,7 @@ class ModelExplorer:
     def __init__(
         self, checkpoint: str | Path, images: Any = None, *, run_dir: str | Path | None = None, index: int = 0,
         device: str = "auto", max_images: int = 50, max_points: int = 3000, scale: int | None = None,
+        tile: int | None = None,
     ) -> None:
         from labkit.checkpoint import checkpoint_path
         from labkit.train import load_checkpoint
@@ -236,6 +257,8 @@ class ModelExplorer:
         self.run_dir = Path(run_dir) if run_dir is not None else checkpoint_path(checkpoint).parent
         self.dataset = open_images(images)
         self.max_points, self.scale = int(max_points), scale
+        self.tile = int(tile) if tile else None
+        self.windows: list[tuple[int, int, int, int]] = []
         self.grid = check_grid(self.method.decode_grid())
         saved = read_decode_json(self.run_dir) or {}
         self.fixed = {k: v for k, v in saved.items() if k not in self.grid}  # kept as saved, no control
@@ -294,15 +317,17 @@ class ModelExplorer:
             image = image_channels(image, int(in_channels))
             if image.shape[0] != int(in_channels):
                 raise DataError(f"{_name(self.dataset, index)}: {image.shape[0]} channels, the model takes {in_channels}")
+        from labkit.evaluation import needs_tiles, tile_windows, window_outputs
+
+        size = tuple(image.shape[-2:])
+        windows = tile_windows(size, self.tile) if self.tile and needs_tiles(size, self.tile) else [(0, 0, *size)]
         was_training = self.model.training
         self.model.eval()
         try:
-            with torch.no_grad():
-                outputs = self.model(image[None].to(self.device))
+            self.outputs = window_outputs(self.model, image, windows, device=self.device)
         finally:
             self.model.train(was_training)
-        self.outputs = {k: v.detach() for k, v in outputs.items()}
-        self.sample = sample
+        self.windows, self.sample = windows, sample
         return self.update()
 
     def update(self) -> dict[str, Any]:
@@ -310,11 +335,11 @@ class ModelExplorer:
         import time
 
         from labkit.clustering import score_instances
+        from labkit.evaluation import decode_windows
 
         params = self.params()
         start = time.perf_counter()
-        prediction = {k: v.cpu() if isinstance(v, torch.Tensor) else v
-                      for k, v in self.method.decode(self.outputs, **params)[0].items()}
+        prediction = decode_windows(self.method, self.outputs, self.windows, **params)
         seconds = time.perf_counter() - start
         self.prediction = prediction
         instances = prediction["instances"]
@@ -357,7 +382,7 @@ class ModelExplorer:
         if embedding is not None:
             sphere = "embedding" in self.method.normalized_heads()
             title = ", ".join(f"{k}={v}" for k, v in params.items()) or "defaults"
-            self.figure = embedding_figure(embedding[0], instances, max_points=self.max_points, sphere=sphere,
+            self.figure = embedding_figure(paste_windows(embedding, self.windows, tuple(instances.shape)), instances, max_points=self.max_points, sphere=sphere,
                                            title=f"embedding of the decoded instances ({title})")
         with self.view3d:
             self.view3d.clear_output(wait=True)
