@@ -36,6 +36,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from scipy import ndimage
 from skimage.measure import label as connected_label
 from torch import Tensor
 
@@ -109,46 +110,47 @@ def discretize(
     maps: list[np.ndarray] = []
     kept_maps: list[np.ndarray] = []  # per level: piece map restricted to the candidates kept
     counts: list[np.ndarray] = []
-    picked: list[tuple[int, int]] = []  # (level, piece id)
+    picked: list[tuple[int, int, int, float]] = []  # (level, piece id, area, mean value)
     for level, (_, clusters) in enumerate(levels_out):
         pieces = connected_label(clusters + 1, background=0, connectivity=2).astype(np.int64)
         n = int(pieces.max())
-        area = np.bincount(pieces.ravel(), minlength=n + 1)
-        total = np.bincount(pieces.ravel(), weights=values.ravel(), minlength=n + 1)
-        mean = total / np.maximum(area, 1)
+        flat = pieces.ravel()
+        area = np.bincount(flat, minlength=n + 1)
+        mean = np.bincount(flat, weights=values.ravel(), minlength=n + 1) / np.maximum(area, 1)
         good = (area >= int(min_area)) & (mean >= min_mean)
         good[0] = False
         keep = good.copy()
-        for earlier, (prev, prev_area) in enumerate(zip(kept_maps, counts)):
+        for prev, prev_area in zip(kept_maps, counts):
             m = int(prev.max())
-            if m == 0:
+            if m == 0 or not keep.any():
                 continue
-            joint = np.bincount((pieces * (m + 1) + prev).ravel(), minlength=(n + 1) * (m + 1)).reshape(n + 1, m + 1)
+            joint = np.bincount(flat * (m + 1) + prev.ravel(), minlength=(n + 1) * (m + 1)).reshape(n + 1, m + 1)
             inter = joint[:, 1:]
-            union = area[:, None] + prev_area[None, 1:] - inter
-            iou = inter / np.maximum(union, 1)
-            keep &= ~(iou >= duplicate_iou).any(axis=1)
+            union = area[:, None] + prev_area[None, 1:m + 1] - inter
+            keep &= ~(inter >= duplicate_iou * union).any(axis=1)
         maps.append(np.where(good[pieces], pieces, 0))
         kept_maps.append(np.where(keep[pieces], pieces, 0))
         counts.append(area)
-        picked.extend((level, int(i)) for i in np.nonzero(keep)[0])
+        picked.extend((level, int(i), int(area[i]), float(mean[i])) for i in np.nonzero(keep)[0])
     if not picked:
         return _empty(height, width, len(widths), [torch.from_numpy(m) for m in maps])
-    masks = np.stack([kept_maps[lv] == i for lv, i in picked])
-    areas = masks.reshape(len(picked), -1).sum(1)
     if max_candidates is not None and len(picked) > int(max_candidates):
-        order = np.argsort(-areas, kind="stable")[: int(max_candidates)]
-        order.sort()
-        masks, areas, picked = masks[order], areas[order], [picked[i] for i in order]
-    vals = (masks * values[None]).reshape(len(picked), -1).sum(1) / np.maximum(areas, 1)
-    rows, cols = masks.any(axis=2), masks.any(axis=1)
-    y1, y2 = rows.argmax(1), height - rows[:, ::-1].argmax(1)
-    x1, x2 = cols.argmax(1), width - cols[:, ::-1].argmax(1)
+        order = np.argsort([-a for _, _, a, _ in picked], kind="stable")[: int(max_candidates)]
+        picked = [picked[i] for i in sorted(order)]
+    masks = np.stack([kept_maps[lv] == i for lv, i, _, _ in picked])
+    boxes = []
+    slices = [ndimage.find_objects(k) for k in kept_maps]
+    for lv, i, _, _ in picked:
+        sy, sx = slices[lv][i - 1]
+        boxes.append([sx.start, sy.start, sx.stop, sy.stop])
+    areas = np.array([a for _, _, a, _ in picked])
+    vals = np.array([v for _, _, _, v in picked])
+    x1, y1, x2, y2 = np.array(boxes, dtype=np.float64).T
     return Candidates(
         masks=torch.from_numpy(masks),
         values=torch.from_numpy(vals).float(),
         areas=torch.from_numpy(areas).long(),
-        levels=torch.tensor([lv for lv, _ in picked], dtype=torch.int64),
+        levels=torch.tensor([lv for lv, _, _, _ in picked], dtype=torch.int64),
         boxes=torch.from_numpy(np.stack([x1, y1, x2, y2], axis=1)).float(),
         label_maps=[torch.from_numpy(m) for m in maps],
     )

@@ -71,14 +71,21 @@ class VerificationHead(nn.Module):
                 f"verification head: masks {tuple(masks.shape)} and label map {tuple(label_map.shape)} must share "
                 f"the feature map's size {tuple(features.shape[-2:])}"
             )
-        n = masks.shape[0]
         rois = torch.cat([image_index.to(features.dtype)[:, None], boxes.to(features.dtype)], dim=1)
         pooled = roi_align(features, rois, self.size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
-        own = torch.arange(n, device=features.device, dtype=features.dtype)[:, None]
-        mask_rois = torch.cat([own, boxes.to(features.dtype)], dim=1)
-        soft = (1 - (label_map[image_index] - values[:, None, None].to(label_map.dtype)).abs()).clamp(min=0)
-        planes = torch.stack([masks.to(features.dtype), soft.to(features.dtype)], dim=1)
-        mask_pooled = roi_align(planes, mask_rois, self.size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+        # the two mask planes, one candidate at a time on the crop of its box (no [N,2,H,W] stack of full images)
+        planes = []
+        for k in range(masks.shape[0]):
+            x1, y1, x2, y2 = (int(v) for v in boxes[k].round().tolist())
+            x1, y1 = max(x1, 0), max(y1, 0)
+            x2, y2 = max(x2, x1 + 1), max(y2, y1 + 1)
+            crop_f = label_map[int(image_index[k]), y1:y2, x1:x2]
+            soft = (1 - (crop_f - values[k].to(crop_f.dtype)).abs()).clamp(min=0)
+            plane = torch.stack([masks[k, y1:y2, x1:x2].to(features.dtype), soft.to(features.dtype)])
+            h, w = plane.shape[-2:]
+            box = torch.tensor([[0.0, 0.0, 0.0, float(w), float(h)]], dtype=features.dtype, device=features.device)
+            planes.append(roi_align(plane[None], box, self.size, spatial_scale=1.0, sampling_ratio=2, aligned=True))
+        mask_pooled = torch.cat(planes)
         return torch.cat([pooled, mask_pooled], dim=1)
 
     def forward(
