@@ -1,6 +1,7 @@
 """IRNet quality on ``synthetic:shapes`` (issue 11): the paper's Tables 1 and 2 in miniature, and stage 4.
 
-1. ``labkit train --method irnet`` (stages 1-3, image-level labels only) into ``OUT/irnet``.
+1. What ``labkit train --method irnet`` runs (stages 1-3, image-level labels only), on the first
+   ``--train-images`` training scenes, into ``OUT/irnet``.
 2. Table 1: pseudo-label AP50 on the train split for CAM, CAM + class boundary,
    full IRNet (targets: that order, full IRNet >= 0.5).  Table 2: semantic
    pseudo-label mIoU, CAM vs propagated (target: propagated > CAM).
@@ -20,30 +21,41 @@ import logging
 import time
 from pathlib import Path
 
+import torch
+
 from labkit import methods, workflows
-from labkit.data import load_dataset
+from labkit.data import RandomFlip, SyntheticScenes
 from labkit.methods.irnet import pseudo_label_scores
-from labkit.train import load_checkpoint
+from labkit.train import load_checkpoint, train
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("/tmp/bench_irnet"))
-    parser.add_argument("--epochs", type=int, default=15, help="stage 1 (CAM network) epochs")
-    parser.add_argument("--irn-epochs", type=int, default=8, help="stage 3 (displacement + boundary) epochs")
-    parser.add_argument("--stage4-epochs", type=int, default=20, help="epochs of both discriminative models")
-    parser.add_argument("--table-images", type=int, default=100, help="train images scored for Tables 1-2")
+    parser.add_argument("--train-images", type=int, default=200, help="training scenes (all stages)")
+    parser.add_argument("--epochs", type=int, default=10, help="stage 1 (CAM network) epochs")
+    parser.add_argument("--irn-epochs", type=int, default=6, help="stage 3 (displacement + boundary) epochs")
+    parser.add_argument("--stage4-epochs", type=int, default=15, help="epochs of both discriminative models")
+    parser.add_argument("--table-images", type=int, default=60, help="train images scored for Tables 1-2")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-stage4", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     started = time.perf_counter()
     run = args.out / "irnet"
-    workflows.train_run(method="irnet", data="synthetic:shapes", out=run, epochs=args.epochs, seed=args.seed,
-                        method_params={"irn_epochs": args.irn_epochs}, device="cpu", progress=False)
-    print(f"irnet stages 1-3: {time.perf_counter() - started:.0f} s", flush=True)
+    # what `labkit train --method irnet` does (workflows.train_run), on the first --train-images scenes
+    train_set = SyntheticScenes("shapes", split="train", num_samples=args.train_images, transform=RandomFlip())
+    method = methods.get("irnet", irn_epochs=args.irn_epochs)
+    torch.manual_seed(args.seed)
+    model = method.build_model(in_channels=3, num_classes=train_set.num_classes)
+    kwargs = dict(epochs=args.epochs, batch_size=8, lr=method.defaults.lr, device="cpu", seed=args.seed,
+                  progress=False, data_spec="synthetic:shapes")
+    train(method, model, train_set, out_dir=run, **kwargs)
+    print(f"irnet stage 1: {time.perf_counter() - started:.0f} s", flush=True)
+    method.post_train(model, train_set, out_dir=run, train_kwargs=kwargs)
+    print(f"irnet stages 1-3 and pseudo labels: {time.perf_counter() - started:.0f} s", flush=True)
     method, model, _ = load_checkpoint(run)
-    train_split = load_dataset("synthetic:shapes", split="train")
+    train_split = SyntheticScenes("shapes", split="train", num_samples=args.train_images)
     scores = pseudo_label_scores(method, model, train_split, limit=args.table_images, progress=False)
     table1 = {mode: scores[mode]["ap50"] for mode in ("cam", "cam_boundary", "irnet")}
     print(f"Table 1 (pseudo-label AP50, first {scores['n_images']} train images): "
@@ -54,15 +66,24 @@ def main() -> None:
     print(f"Table 2 (semantic mIoU): CAM {scores['miou_cam']:.3f}, propagated {scores['miou_propagated']:.3f} "
           f"({'propagated higher' if scores['miou_propagated'] > scores['miou_cam'] else 'NOT higher'})", flush=True)
     result = {"table1_ap50": table1, "miou_cam": scores["miou_cam"], "miou_propagated": scores["miou_propagated"],
-              "table_images": scores["n_images"], "epochs": args.epochs, "irn_epochs": args.irn_epochs}
+              "table_images": scores["n_images"], "epochs": args.epochs, "irn_epochs": args.irn_epochs,
+              "train_images": args.train_images}
     if not args.skip_stage4:
         epochs = args.stage4_epochs
-        for name, data in (("stage4", str(run / "pseudo_labels")), ("supervised", "synthetic:shapes")):
-            workflows.train_run(method="discriminative", data=data, out=args.out / name, epochs=epochs, crop=64,
-                                seed=args.seed, device="cpu", progress=False)
+        for name, data in (("stage4", str(run / "pseudo_labels")), ("supervised", None)):
+            if data is not None:  # the pseudo-label instance folder, as `labkit train --data RUN/pseudo_labels`
+                workflows.train_run(method="discriminative", data=data, out=args.out / name, epochs=epochs,
+                                    crop=64, seed=args.seed, device="cpu", progress=False)
+            else:  # the same scenes with their true masks
+                sup = methods.get("discriminative")
+                torch.manual_seed(args.seed)
+                sup_model = sup.build_model(in_channels=3, num_classes=train_set.num_classes)
+                train(sup, sup_model, train_set, out_dir=args.out / name, epochs=epochs, batch_size=8,
+                      lr=sup.defaults.lr, device="cpu", seed=args.seed, progress=False)
             metrics = workflows.evaluate_run(checkpoint=args.out / name, data="synthetic:shapes:test",
                                              device="cpu", progress=False)
             result[f"{name}_test_ap50"] = float(metrics["ap50"])
+            print(f"  {name}: test AP50 {metrics['ap50']:.3f} ({time.perf_counter() - started:.0f} s)", flush=True)
         s4, sup = result["stage4_test_ap50"], result["supervised_test_ap50"]
         print(f"Stage 4 (discriminative, {epochs} epochs) test AP50: on IRNet pseudo labels {s4:.3f} "
               f"({'meets' if s4 >= 0.5 else 'MISSES'} >= 0.5), on true masks {sup:.3f}; ratio {s4 / max(sup, 1e-9):.2f}")

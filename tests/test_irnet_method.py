@@ -108,3 +108,40 @@ def test_weak_view_drops_masks():
     weak = ImageLabels(Tiny(n=1))
     assert set(weak[0]) == {"image", "labels", "name"}
     assert weak.num_classes == 5 and weak.in_channels == 3
+
+
+def test_relation_set_marks_crop_padding_ignored():
+    from labkit.data.transforms import RandomCrop
+    from labkit.methods.irnet import RelationSet
+
+    weak = ImageLabels(Tiny(n=1), augment=False)
+    rel = torch.zeros(64, 64, dtype=torch.long)
+    sample = RelationSet(weak, [rel], transform=RandomCrop(80))[0]
+    assert sample["relations"].shape == (80, 80) and sample["image"].shape == (3, 80, 80)
+    assert (sample["relations"] == 0).sum() == 64 * 64 and (sample["relations"] == 255).sum() == 80 * 80 - 64 * 64
+
+
+def test_cli_train_evaluate_predict_on_an_instance_folder(tmp_path, capsys):
+    from labkit import cli
+    from labkit.methods.irnet import write_pseudo_folder
+
+    tiny = Tiny(n=3)
+    weak = ImageLabels(tiny, augment=False)
+    truths = [{"instances": s["instances"], "semantic": s["semantic"] * (s["instances"] > 0), "ids": torch.zeros(0)}
+              for s in tiny.samples]
+    write_pseudo_folder(tmp_path / "data", weak, truths)  # an ordinary instance folder with semantic masks
+    run = tmp_path / "run"
+    settings = ["width=4", "depth=2", "walk_steps=8", "refine_steps=5", "irn_epochs=1", "train_radius=3"]
+    assert cli.main(["train", "--method", "irnet", "--data", str(tmp_path / "data"), "--out", str(run),
+                     "--epochs", "1", "--batch-size", "2", "--crop", "64", "--device", "cpu", "--set", *settings]) == 0
+    assert (run / "pseudo_labels" / "summary.json").exists() and (run / "irn" / "model.pt").exists()
+    summary = __import__("json").loads((run / "pseudo_labels" / "summary.json").read_text())
+    masks = list((run / "pseudo_labels" / "masks").glob("*.png"))
+    assert len(masks) == summary["images"] >= 2  # the training images (labkit train may hold one out for validation)
+    report = tmp_path / "eval.json"
+    assert cli.main(["evaluate", "--checkpoint", str(run / "model.pt"), "--data", str(tmp_path / "data"),
+                     "--device", "cpu", "--json", str(report)]) == 0
+    assert {"ap50", "ap", "n_images"} <= set(__import__("json").loads(report.read_text()))
+    assert cli.main(["predict", "--checkpoint", str(run / "model.pt"), "--input", str(tmp_path / "data"),
+                     "--out", str(tmp_path / "pred"), "--device", "cpu", "--set", "mode=cam_boundary"]) == 0
+    assert len(list((tmp_path / "pred").glob("shapes_train_0000?.png"))) == 3

@@ -249,7 +249,14 @@ class RelationSet(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = dict(self.weak[index])
         sample["relations"] = self.relations[index].cpu()
-        return self.transform(sample) if self.transform is not None else sample
+        if self.transform is None:
+            return sample
+        # a crop pads with 0 (confident background for a relation map): mark the padding ignored instead
+        sample["relations_inside"] = torch.ones_like(sample["relations"])
+        sample = self.transform(sample)
+        inside = sample.pop("relations_inside")
+        sample["relations"] = torch.where(inside > 0, sample["relations"], torch.full_like(inside, 255))
+        return sample
 
 
 @torch.no_grad()
