@@ -6,7 +6,8 @@
 * :func:`seeded_mean_shift`: De Brabandere et al.'s one-instance-at-a-time variant.
 * :class:`RecurrentMeanShift` / :func:`recurrent_mean_shift`: Kong & Fowlkes's
   differentiable recurrent mean shift (Eq. 3).
-* :func:`mean_shift_1d`: exact 1-D mean shift of DVIS's scalar label maps.
+* :func:`mean_shift_1d`: exact 1-D mean shift of DVIS's scalar label maps;
+  :func:`discretize`: DVIS's label map -> pooled candidate instances.
 * :func:`cluster_map`, :func:`score_instances`, :func:`bandwidth_sweep`,
   :func:`best_bandwidth`: embedding map -> instance map -> metrics, per bandwidth.
 * :func:`thomson_points` / :func:`thomson_energy`: even spreads of points on a sphere (HLE's class means).
@@ -14,6 +15,7 @@
   :func:`labkit.clustering.demo.synthetic_embedding_map` for teaching.
 """
 from labkit.clustering.meanshift import MeanShift, estimate_bandwidth, mean_shift
+from labkit.clustering.discretize import Candidates, discretize
 from labkit.clustering.meanshift1d import mean_shift_1d
 from labkit.clustering.recurrent import RecurrentMeanShift, delta_from_margin, recurrent_mean_shift
 from labkit.clustering.seeded import seeded_mean_shift
@@ -22,12 +24,14 @@ from labkit.clustering.thomson import thomson_energy, thomson_points
 from labkit.clustering.sweep import bandwidth_sweep, best_bandwidth, cluster_map, score_instances
 
 __all__ = [
+    "Candidates",
     "MeanShift",
     "RecurrentMeanShift",
     "bandwidth_sweep",
     "best_bandwidth",
     "cluster_map",
     "delta_from_margin",
+    "discretize",
     "embedding_points",
     "estimate_bandwidth",
     "mean_shift",
