@@ -240,7 +240,7 @@ def _unique_names(entries: list[Entry]) -> None:
 def compare(
     sources: Sequence[str | Path], data: str, *, out: str | Path | None = None, device: str = "auto",
     grid_images: int = 4, max_images: int | None = None, progress: bool = True,
-    keep_predictions: dict[str, Any] | None = None,
+    keep_predictions: dict[str, Any] | None = None, skipped: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Evaluate every source on ``data`` (default split: test); write ``out/compare.json`` and ``out/report.html``.
 
@@ -249,11 +249,13 @@ def compare(
     in the report's image grid.  A dict passed as ``keep_predictions`` receives
     the grid's ``samples``, each entry's grid ``predictions`` and the loaded
     ``entries`` (method and model by name), for a notebook's own figures.
+    ``skipped`` maps the names of methods that could not even be trained on
+    the data to the reason; each gets a ``"not applicable"`` row.
     """
     from labkit.data import load_dataset
     from labkit.train import resolve_device
 
-    if not sources:
+    if not sources and not skipped:
         raise LabkitError("compare needs at least one run folder or training-free method")
     if grid_images < 0:
         raise LabkitError(f"grid_images must be >= 0, got {grid_images}")
@@ -270,6 +272,10 @@ def compare(
         rows.append(row)
         if kept:
             grid_predictions[entry.name] = kept
+    for name, reason in (skipped or {}).items():
+        key = name.split(" ")[0]
+        rows.append({c: None for c in COLUMNS} | {"name": name, "method": key, "status": NOT_APPLICABLE,
+                                                   "reason": str(reason)})
     samples = [dataset[i] for i in range(keep)]
     result = {
         "data": str(data), "device": str(dev), "columns": list(COLUMNS), "rows": rows,
@@ -288,13 +294,16 @@ def compare(
 
 # -- runs for a comparison ---------------------------------------------------
 def family_of(checkpoint: dict[str, Any]) -> str | None:
-    """The synthetic family a checkpoint was trained on: its data spec, else its class names."""
+    """The synthetic family a checkpoint was trained on: its data spec, else (no spec) its class names.
+
+    None for a checkpoint trained on other data (a folder, pseudo labels).
+    """
     from labkit.data.synthetic import FAMILIES
 
     data = checkpoint.get("data") or {}
     spec = data.get("spec")
-    if spec and str(spec).startswith("synthetic:"):
-        return str(spec).split(":")[1]
+    if spec:  # trained on a synthetic family, or on other data (a folder of pseudo labels, the user's images)
+        return str(spec).split(":")[1] if str(spec).startswith("synthetic:") else None
     names = data.get("class_names")
     for name, family in FAMILIES.items():
         if names is not None and list(family.class_names) == list(names) \

@@ -226,3 +226,11 @@ def test_embedding_views_and_figure(runs):
     fig = embeddings_figure({"discriminative": Entry("discriminative", method, model),
                              "semantic": Entry("semantic", sem, sem_model)}, sample, max_points=200)
     assert len(fig.data) == 1 and fig.data[0].type == "scatter3d" and len(fig.data[0].x) == 200
+
+
+def test_methods_that_could_not_train_get_a_row(monkeypatch):
+    _synthetic_test(monkeypatch, n=2)
+    rows = compare(["watershed"], "synthetic:sticks", device="cpu", progress=False, grid_images=0,
+                   skipped={"irnet": "this family has no image-level labels"})["rows"]
+    assert [r["name"] for r in rows] == ["watershed", "irnet"]
+    assert rows[1]["status"] == NOT_APPLICABLE and "labels" in rows[1]["reason"] and list(rows[1]) == list(COLUMNS)
