@@ -83,7 +83,12 @@ def test_loss_terms_learn_things_and_ignore_id_permutations() -> None:
     batch = {k: torch.stack([data[i][k] for i in range(2)]) for k in ("image", "instances", "semantic")}
     terms = method.loss(model(batch["image"]), batch)
     assert set(terms) == {"seg", "seg_mean", "ins", "ins_var", "seed", "loss"}
-    assert method.defaults.things == (1,)
+    counts = model.readout.pixel_counts
+    assert counts[1, 0] == counts[1, 1] == int((batch["semantic"] == 1).sum()) and counts[2, 1] == 0
+    model.eval()
+    assert model(batch["image"])["thing_classes"][0, :, 0, 0].tolist() == [0, 1, 0, 0]
+    assert "class_pixel_counts" not in model(batch["image"])
+    model.train()
     terms["loss"].backward()
     assert model.readout.means.grad is not None and model.readout.log_sigma.grad is not None
     permuted = dict(batch, instances=torch.where(batch["instances"] == 5, 99, batch["instances"]))
@@ -185,13 +190,28 @@ def test_checkpoint_keeps_class_means_and_things(tmp_path) -> None:
     train(method, model, PanopticToy(4), out_dir=tmp_path, epochs=1, batch_size=2, lr=1e-2, progress=False,
           device="cpu")
     loaded, again, checkpoint = load_checkpoint(tmp_path)
-    assert loaded.defaults.things == (1,)
+    assert loaded.defaults.things is None  # the method parameters are not changed by training
     assert torch.equal(again.readout.means, model.readout.means)
+    assert torch.equal(again.readout.pixel_counts, model.readout.pixel_counts)
+    assert again.readout.pixel_counts[1].tolist()[0] > 0
     image = torch.rand(1, 3, 16, 16)
     model.eval()
     with torch.no_grad():
         a, b = model(image), again(image)
     assert torch.allclose(a["semantic"], b["semantic"]) and torch.allclose(a["embedding"], b["embedding"])
+
+
+def test_interrupted_training_resumes(tmp_path) -> None:
+    from labkit.train import train
+
+    method = methods.get("hle", embedding_dim=3, width=4, depth=1)
+    torch.manual_seed(0)
+    train(method, method.build_model(3, 4), PanopticToy(2), out_dir=tmp_path, epochs=1, batch_size=2,
+          progress=False, device="cpu")
+    again = methods.get("hle", embedding_dim=3, width=4, depth=1)
+    history = train(again, again.build_model(3, 4), PanopticToy(2), out_dir=tmp_path, epochs=2, batch_size=2,
+                    progress=False, device="cpu")
+    assert [e["epoch"] for e in history["epochs"]] == [1, 2]
 
 
 @pytest.mark.slow

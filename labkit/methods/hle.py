@@ -37,14 +37,17 @@ Choices where the paper is silent:
 
 * Spreads: ``sigma_i = sigma_init * exp(r_0)``, ``sigma_i^sp = spatial_sigma * exp(r_1)``
   (``r`` the raw head, clamped to ``[-6, 6]``); seed ``s_i = sigmoid(r_seed)``.
+* ``instance_class="mean"`` (ours; default ``"seed"``, the paper) names an
+  instance by the thing class of highest mean log-probability over its
+  pixels instead of its seed pixel's class.
 * Instance pixels are only the thing-class pixels (a thing kernel never
   claims a stuff pixel); an instance's score is its seed score times the
   mean probability of its class over its pixels.
 * Which classes are things: ``things`` (decode parameter or method
   parameter); when neither is given, the classes learnt as things during
   training (more than half of their labelled pixels inside instances,
-  counted by :meth:`HLE.loss` and stored in the method parameters, hence in
-  the checkpoint); failing that, every class but 0.
+  counted by :meth:`HLE.loss` into a buffer of the model, hence kept in the
+  checkpoint; :func:`count_thing_pixels`); failing that, every class but 0.
 """
 from __future__ import annotations
 
@@ -86,7 +89,8 @@ class HLEParams:
     stuff_threshold: float = 0.0  # decode: stuff pixels with a lower class probability become 0
     min_area: int = 8  # decode: smallest instance kept, pixels
     max_seeds: int = 256  # decode: candidate seeds per image (highest scores)
-    things: tuple[int, ...] | None = None  # thing classes; None = learnt from the training data
+    instance_class: str = "seed"  # decode: "seed" (the paper: the seed pixel's class) | "mean" (mean log psi)
+    things: tuple[int, ...] | None = None  # thing classes; None = those learnt from the training data
     width: int = 16  # UNet width
     depth: int = 3  # UNet downsamplings
     coords: bool = False  # pixel-coordinate input channels (UNet)
@@ -119,8 +123,6 @@ class HLE(Method):
                 raise LabkitError(f"method 'hle': {name} must be > 0, got {getattr(p, name)}")
         if p.things is not None:
             p.things = tuple(int(c) for c in p.things)
-        self._learn_things = p.things is None
-        self._class_pixels: Tensor | None = None  # [K, 2]: labelled pixels, pixels inside instances
 
     # -- model -----------------------------------------------------------
     def heads(self, num_classes: int) -> dict[str, int]:
@@ -167,7 +169,8 @@ class HLE(Method):
         logits = outputs["semantic"]
         k = logits.shape[1]
         means = outputs["class_means"][0, :, 0, 0].reshape(k, -1)
-        self._count_things(instances, semantic, k)
+        if "class_pixel_counts" in outputs:  # training mode: count which classes lie inside instances
+            count_thing_pixels(outputs["class_pixel_counts"], instances, semantic)
         return hle_loss(
             outputs["embedding"], self.spreads(outputs), torch.sigmoid(outputs["seed"]), logits, means,
             instances, semantic,
@@ -175,23 +178,6 @@ class HLE(Method):
             instance_loss=p.instance_loss, semantic_loss=p.semantic_loss, lovasz_classes=p.lovasz_classes,
             class_mean_weight=p.class_mean_weight, ignore_index=IGNORE_INDEX,
         )
-
-    def _count_things(self, instances: Tensor, semantic: Tensor, num_classes: int) -> None:
-        """Accumulate, per class, labelled pixels and pixels inside instances; update ``defaults.things``."""
-        if not self._learn_things:
-            return
-        keep = semantic != IGNORE_INDEX
-        labels = semantic[keep].long().cpu()
-        inside = (instances[keep] > 0).cpu()
-        if labels.numel() and int(labels.max()) >= num_classes:
-            return  # hle_loss raises the error with a clear message
-        counts = torch.stack([
-            torch.bincount(labels, minlength=num_classes), torch.bincount(labels[inside], minlength=num_classes)
-        ], dim=1)
-        self._class_pixels = counts if self._class_pixels is None else self._class_pixels + counts
-        total, thing = self._class_pixels[:, 0], self._class_pixels[:, 1]
-        learnt = ((thing * 2 > total) & (total > 0)).nonzero(as_tuple=True)[0].tolist()
-        self.defaults.things = tuple(int(c) for c in learnt) or None
 
     # -- inference ---------------------------------------------------------
     def decode_grid(self) -> dict[str, list[Any]]:
@@ -202,15 +188,19 @@ class HLE(Method):
         """One panoptic prediction per image (``instances, ids, classes, scores, semantic``).
 
         Accepted: ``seed_threshold``, ``kernel_threshold``, ``stuff_threshold``, ``min_area``,
-        ``max_seeds``, ``things`` (thing class ids; default: see the module docstring).
+        ``max_seeds``, ``instance_class`` (``"seed"`` or ``"mean"``), ``things`` (thing class ids;
+        default: see the module docstring).
         """
-        known = {"seed_threshold", "kernel_threshold", "stuff_threshold", "min_area", "max_seeds", "things"}
+        known = {"seed_threshold", "kernel_threshold", "stuff_threshold", "min_area", "max_seeds", "things",
+                 "instance_class"}
         unknown = sorted(set(params) - known)
         if unknown:
             raise LabkitError(f"unknown decoding parameter(s) {unknown} for 'hle'; known: {sorted(known)}")
         p = self.defaults
         k = outputs["semantic"].shape[1]
         things = params.get("things", p.things)
+        if things is None and "thing_classes" in outputs:  # learnt in training, kept in the model state
+            things = tuple(outputs["thing_classes"][0, :, 0, 0].nonzero(as_tuple=True)[0].tolist()) or None
         if things is None:
             things = tuple(range(1, k))
         opts = dict(
@@ -220,6 +210,7 @@ class HLE(Method):
             min_area=int(params.get("min_area", p.min_area)),
             max_seeds=int(params.get("max_seeds", p.max_seeds)),
             things=tuple(int(c) for c in things),
+            instance_class=str(params.get("instance_class", p.instance_class)),
         )
         spreads = self.spreads(outputs).detach()
         embedding = outputs["embedding"].detach()
@@ -228,6 +219,19 @@ class HLE(Method):
         return [
             panoptic_decode(embedding[b], spreads[b], seeds[b], probs[b], **opts) for b in range(embedding.shape[0])
         ]
+
+
+def count_thing_pixels(counts: Tensor, instances: Tensor, semantic: Tensor) -> None:
+    """Add, per class, the labelled pixels and those inside instances to ``counts [K, 2]`` (in place)."""
+    k = counts.shape[0]
+    keep = semantic != IGNORE_INDEX
+    labels = semantic[keep].long()
+    if labels.numel() == 0 or int(labels.min()) < 0 or int(labels.max()) >= k:
+        return  # nothing to count, or hle_loss raises the error with a clear message
+    inside = instances[keep] > 0
+    with torch.no_grad():
+        counts[:, 0] += torch.bincount(labels, minlength=k).to(counts.device)
+        counts[:, 1] += torch.bincount(labels[inside], minlength=k).to(counts.device)
 
 
 def panoptic_decode(
@@ -242,6 +246,7 @@ def panoptic_decode(
     stuff_threshold: float = 0.0,
     min_area: int = 1,
     max_seeds: int = 256,
+    instance_class: str = "seed",
 ) -> Prediction:
     """Sec. 3.5 on one image: ``embedding [D,H,W]`` (unit), ``spreads [2,H,W]``, ``seed [H,W]``, ``probs [K,H,W]``.
 
@@ -257,6 +262,8 @@ def panoptic_decode(
                         ("stuff_threshold", stuff_threshold)):
         if not 0.0 <= value <= 1.0:
             raise LabkitError(f"hle decode: {name} must lie in [0, 1], got {value}")
+    if instance_class not in ("seed", "mean"):
+        raise LabkitError(f"hle decode: instance_class must be 'seed' or 'mean', got {instance_class!r}")
     if int(max_seeds) < 1:
         raise LabkitError(f"hle decode: max_seeds must be >= 1, got {max_seeds}")
     device = embedding.device
@@ -287,8 +294,13 @@ def panoptic_decode(
     if kept:
         seeds_at = flat[kept]
         pixels = is_thing.reshape(-1).nonzero(as_tuple=True)[0]
-        phi = _kernel(e[:, seeds_at], sig[:, seeds_at], xy[:, seeds_at], e[:, pixels], xy[:, pixels])  # [S, P]
-        best, owner = phi.max(dim=0)
+        best = torch.empty(len(pixels), device=device)
+        owner = torch.empty(len(pixels), dtype=torch.int64, device=device)
+        chunk = max(1, (1 << 24) // max(len(seeds_at), 1))  # at most 16M kernel values at a time
+        for start in range(0, len(pixels), chunk):
+            part = pixels[start : start + chunk]
+            phi = _kernel(e[:, seeds_at], sig[:, seeds_at], xy[:, seeds_at], e[:, part], xy[:, part])  # [S, P]
+            best[start : start + chunk], owner[start : start + chunk] = phi.max(dim=0)
         joined = best > kernel_threshold
         owner = torch.where(joined, owner, -1)
         label = torch.full((height * width,), -1, dtype=torch.int64, device=device)
@@ -301,6 +313,9 @@ def panoptic_decode(
             if area < max(int(min_area), 1):
                 continue
             c = int(seed_classes[s])
+            if instance_class == "mean":  # the thing class with the highest mean log-probability
+                pooled = flat_probs[thing_ids][:, mask].clamp(min=1e-12).log().mean(dim=1)
+                c = int(thing_ids[pooled.argmax()])
             new_id = len(ids) + 1
             instances[mask] = new_id
             ids.append(new_id)
@@ -325,4 +340,4 @@ def _kernel(seed_e: Tensor, seed_sig: Tensor, seed_xy: Tensor, e: Tensor, xy: Te
     return torch.exp(-d_cos / (2 * seed_sig[0][:, None] ** 2) - d_sp / (2 * seed_sig[1][:, None] ** 2))
 
 
-__all__ = ["HLE", "HLEParams", "panoptic_decode"]
+__all__ = ["HLE", "HLEParams", "count_thing_pixels", "panoptic_decode"]

@@ -16,7 +16,12 @@ config (``readout={"kind": "class_means", ...}`` of
 Beside the logits, the forward pass returns the raw means and the spreads as
 constant maps (``[B, K*D, H, W]`` and ``[B, K, H, W]``, expanded views that
 take no memory), so a loss can reach them through the model outputs, which
-stay a dict of full-resolution maps.
+stay a dict of full-resolution maps.  The buffer ``pixel_counts [K, 2]``
+holds, per class, the labelled training pixels and those inside instances; in
+training mode it is also returned as ``class_pixel_counts`` for the loss to
+add to, and ``thing_classes`` (a constant ``[B, K, H, W]`` map of 0/1) marks
+the classes seen mostly inside instances, so a decoder knows the things of a
+checkpoint without being told.
 
 Initialisation (``init``): ``"thomson"`` spreads the means evenly over the
 sphere (Eq. 17, :func:`labkit.clustering.thomson_points`), ``"random"``
@@ -72,6 +77,8 @@ class ClassMeans(nn.Module):
             means = F.normalize(torch.randn(int(classes), self.dim, generator=gen, dtype=torch.float64), dim=1)
         self.means = nn.Parameter(means.float())
         self.log_sigma = nn.Parameter(torch.full((int(classes),), math.log(float(sigma))))
+        # per class: labelled training pixels, and those inside instances (a loss adds to it in training)
+        self.register_buffer("pixel_counts", torch.zeros(int(classes), 2, dtype=torch.int64))
         self.config = {
             "kind": "class_means", "head": head, "classes": int(classes), "dim": self.dim, "start": self.start,
             "init": init, "sigma": float(sigma), "name": name, "seed": int(seed),
@@ -91,11 +98,17 @@ class ClassMeans(nn.Module):
         logits = (cos - 1.0) / (2.0 * sigma[None, :, None, None] ** 2)
         b, _, h, w = features.shape
         k = self.means.shape[0]
-        return {
+        total, inside = self.pixel_counts[:, 0], self.pixel_counts[:, 1]
+        things = ((inside * 2 > total) & (total > 0)).to(logits.dtype)
+        outputs = {
             self.name: logits,
             "class_means": self.means.reshape(1, k * self.dim, 1, 1).expand(b, k * self.dim, h, w),
             "class_sigma": sigma.reshape(1, k, 1, 1).expand(b, k, h, w),
+            "thing_classes": things.reshape(1, k, 1, 1).expand(b, k, h, w),
         }
+        if self.training:  # the counts themselves, for the loss to add to (not a map)
+            outputs["class_pixel_counts"] = self.pixel_counts
+        return outputs
 
 
 READOUTS = {"class_means": ClassMeans}
