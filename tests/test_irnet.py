@@ -264,3 +264,16 @@ def test_synthesize_splits_touching_instances_of_one_class():
         synthesize(cams, mode="nope")
     with pytest.raises(LabkitError, match="boundary"):
         synthesize(cams, mode="cam_boundary")
+
+
+def test_cam_pooling():
+    from labkit.methods.irnet import pool_cam
+
+    cam = torch.tensor([[[[0.0, 1.0], [2.0, 5.0]]]])
+    assert pool_cam(cam, "gap").item() == 2.0
+    assert pool_cam(cam, "max").item() == 5.0
+    expected = math.log((1 + math.exp(2) + math.exp(4) + math.exp(10)) / 4) / 2
+    assert math.isclose(pool_cam(cam, "lse", 2.0).item(), expected, rel_tol=1e-6)
+    assert pool_cam(cam, "gap") <= pool_cam(cam, "lse", 2.0) <= pool_cam(cam, "max")
+    with pytest.raises(LabkitError, match="pooling"):
+        pool_cam(cam, "median")

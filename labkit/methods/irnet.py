@@ -49,12 +49,16 @@ Differences from the paper and the authors' code, chosen here:
   (the paper; the authors' code 300).
 * No dense CRF (see :mod:`labkit.methods.irnet_cam`).
 * The CAM head has a bias (labkit's heads are 1x1 convolutions with bias).
+* The authors train the displacement branch with a 10x learning rate; with
+  Adam, whose steps do not depend on the gradient's scale, the equivalent is
+  a displacement read as the head's output times ``displacement_scale=10``.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -99,6 +103,24 @@ class IRNetParams:
     lr: float = 1e-3
     irn_epochs: int = 20  # stage 3 (displacement + boundary)
     irn_lr: float = 1e-3
+    pooling: str = "gap"  # "gap" (the paper), "lse" (log-sum-exp, sharpness lse_r) or "max"
+    lse_r: float = 5.0
+    displacement_scale: float = 10.0  # displacement = head output x this (the authors' 10x lr of that branch)
+
+
+POOLINGS = ("gap", "lse", "max")
+
+
+def pool_cam(cam: torch.Tensor, pooling: str = "gap", r: float = 5.0) -> torch.Tensor:
+    """Image logits ``[B, K]`` from class maps ``[B, K, H, W]``: mean (GAP), log-mean-exp ``(1/r) log mean exp(r x)``, or max."""
+    if pooling == "gap":
+        return cam.mean(dim=(2, 3))
+    if pooling == "max":
+        return cam.amax(dim=(2, 3))
+    if pooling == "lse":
+        flat = cam.flatten(2)
+        return (torch.logsumexp(r * flat, dim=2) - math.log(flat.shape[2])) / r
+    raise LabkitError(f"unknown CAM pooling {pooling!r}; choices: {', '.join(POOLINGS)}")
 
 
 def weak_batch(batch: Batch) -> Batch:
@@ -136,7 +158,7 @@ class IRNet(Method):
         """Stage 1 (batch without ``relations``): ``cls``; stage 3: Eq. 5, 6, 8 and their sum (Eq. 9)."""
         batch = weak_batch(batch)
         if "relations" in batch:
-            terms = irnet_loss(outputs["displacement"], outputs["boundary"], batch["relations"],
+            terms = irnet_loss(self.displacement(outputs), outputs["boundary"], batch["relations"],
                                self.defaults.train_radius)
             return terms
         labels = batch.get("labels")
@@ -145,11 +167,15 @@ class IRNet(Method):
                 "irnet trains from image-level labels, but the batch has no 'labels': use data with classes "
                 "(synthetic families or instance folders with semantic masks)"
             )
-        logits = outputs["cam"].mean(dim=(2, 3))
+        logits = pool_cam(outputs["cam"], self.defaults.pooling, self.defaults.lse_r)
         if labels.shape[1] != logits.shape[1] + 1:
             raise LabkitError(f"image labels have {labels.shape[1]} classes, the CAM head {logits.shape[1]} + background")
         cls = multilabel_soft_margin(logits, labels[:, 1:].to(logits))
         return {"cls": cls, "loss": cls}
+
+    def displacement(self, outputs: Outputs) -> torch.Tensor:
+        """The displacement field in pixels: the head's output times ``displacement_scale``."""
+        return outputs["displacement"] * self.defaults.displacement_scale
 
     # -- decoding ----------------------------------------------------------
     def decode(self, outputs: Outputs, mode: str = "irnet", labels: torch.Tensor | None = None,
@@ -167,7 +193,7 @@ class IRNet(Method):
         cams = normalize_cams(raw, present)
         boundary = torch.sigmoid(outputs["boundary"].float())[:, 0]
         return [
-            synthesize(cams[b], boundary[b], outputs["displacement"][b].float(), mode=mode,
+            synthesize(cams[b], boundary[b], self.displacement(outputs)[b].float(), mode=mode,
                        **self._synthesis_params(params))
             for b in range(raw.shape[0])
         ]
@@ -206,7 +232,7 @@ class IRNet(Method):
         stage3 = {k: v for k, v in train_kwargs.items() if k not in ("epochs", "lr")}
         train(self, model, relation_set, out_dir=out_dir / IRN_DIR, epochs=self.defaults.irn_epochs,
               lr=self.defaults.irn_lr, **stage3)
-        subtract_mean_displacement(model, plain, device=device)
+        subtract_mean_displacement(model, plain, device=device, scale=self.defaults.displacement_scale)
         state = ckpt.read_checkpoint(out_dir / ckpt.CHECKPOINT_NAME)
         state.pop("format", None)
         state.pop("version", None)
@@ -283,15 +309,17 @@ def compute_maps(
             mirrored = model(torch.flip(image, (-1,)))
             boundary = (torch.sigmoid(direct["boundary"]) + torch.flip(torch.sigmoid(mirrored["boundary"]), (-1,))) / 2
             out.append({"cams": cams.cpu(), "boundary": boundary[0, 0].cpu(),
-                        "displacement": direct["displacement"][0].float().cpu()})
+                        "displacement": method.displacement(direct)[0].float().cpu()})
     finally:
         model.train(was_training)
     return out
 
 
 @torch.no_grad()
-def subtract_mean_displacement(model: nn.Module, dataset: Any, *, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Sec. 4.2: subtract the dataset-mean displacement, folded into the displacement head's bias; returns the mean."""
+def subtract_mean_displacement(
+    model: nn.Module, dataset: Any, *, device: torch.device | str = "cpu", scale: float = 1.0
+) -> torch.Tensor:
+    """Sec. 4.2: subtract the dataset-mean displacement (pixels; head output x ``scale``), folded into the head's bias."""
     head = model.heads["displacement"]
     was_training = model.training
     model.to(device).eval()
@@ -299,13 +327,13 @@ def subtract_mean_displacement(model: nn.Module, dataset: Any, *, device: torch.
     count = 0
     try:
         for i in range(len(dataset)):
-            d = model(dataset[i]["image"][None].to(device))["displacement"][0]
+            d = model(dataset[i]["image"][None].to(device))["displacement"][0] * scale
             total += d.double().sum(dim=(1, 2))
             count += d[0].numel()
     finally:
         model.train(was_training)
     mean = (total / max(count, 1)).float()
-    head.bias -= mean.to(head.bias)
+    head.bias -= (mean / scale).to(head.bias)
     log.info("irnet: subtracted the mean displacement (%.3f, %.3f) px", *mean.tolist())
     return mean
 
