@@ -1,4 +1,4 @@
-"""The ``labkit`` command: train, evaluate, predict, and run the notebooks.
+"""The ``labkit`` command: train, tune, evaluate, predict, and run the notebooks.
 
 User errors (:class:`labkit.errors.LabkitError`) print one line, ``labkit: error: …``,
 and exit with status 2; anything else is a bug and keeps its traceback.
@@ -47,7 +47,10 @@ def _add_model_source(p: argparse.ArgumentParser) -> None:
     src.add_argument("--checkpoint", type=Path, help="RUN_DIR/model.pt")
     src.add_argument("--method", help="a method that needs no training (watershed, components)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="decoding parameters")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="decoding parameters (over RUN_DIR/decode.json)")
+    p.add_argument("--tile", type=int, default=None,
+                   help="sliding-window tile size (default: the run's training crop for folders; 0 = whole images)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,6 +71,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-resume", action="store_true", help="start afresh even if RUN_DIR has a checkpoint")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="method hyperparameters")
+    p.add_argument("--steps-per-epoch", type=int, default=None,
+                   help="optimiser steps per epoch, whatever the number of images (default: 20 for a folder, "
+                        "50 for synthetic data; 0 = one pass over the data)")
+    p.add_argument("--augment", default="auto", choices=["auto", "microscopy", "photo", "none"],
+                   help="augmentation of image folders (auto: microscopy for 1 channel, photo for 3)")
+    p.add_argument("--val", default=None,
+                   help="validation data (default: DIR/val or ../val, else images held out of DIR)")
+
+    p = sub.add_parser("tune", help="sweep a trained method's decode parameters on validation images -> decode.json")
+    p.add_argument("--checkpoint", required=True, type=Path, help="RUN_DIR/model.pt (or best.pt)")
+    p.add_argument("--data", required=True, help="instance folder DIR or synthetic:NAME[:SPLIT] (default split: val)")
+    p.add_argument("--metric", default="auto", choices=["auto", "matching_accuracy", "ap50", "ap"],
+                   help="auto: matching accuracy at IoU 0.5 for one object class, AP50 for several")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="decoding parameters held fixed")
+    p.add_argument("--tile", type=int, default=None,
+                   help="sliding-window tile size (default: the run's training crop for folders; 0 = whole images)")
 
     p = sub.add_parser("evaluate", help="evaluate a checkpoint (or an untrained baseline) on a dataset")
     _add_model_source(p)
@@ -108,6 +128,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         batch_size=args.batch_size, lr=args.lr, crop=args.crop, backbone=args.backbone,
         device=args.device, seed=args.seed, resume=not args.no_resume,
         method_params=_overrides(args.set),
+        steps_per_epoch="auto" if args.steps_per_epoch is None else (args.steps_per_epoch or None),
+        augment=args.augment, val_data=args.val,
     )
     last = history["epochs"][-1] if history.get("epochs") else {}
     print(f"trained {args.method} -> {args.out / 'model.pt'}  (last epoch: {last})")
@@ -119,7 +141,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     results = workflows.evaluate_run(
         checkpoint=args.checkpoint, method=args.method, data=args.data,
-        json_path=args.json, device=args.device, decode_params=_overrides(args.set),
+        json_path=args.json, device=args.device, decode_params=_overrides(args.set), tile=args.tile,
     )
     print(format_table(results))
     if args.json:
@@ -131,9 +153,24 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     written = workflows.predict_run(
         checkpoint=args.checkpoint, method=args.method, source=args.input, out=args.out,
-        device=args.device, decode_params=_overrides(args.set),
+        device=args.device, decode_params=_overrides(args.set), tile=args.tile,
     )
     print(f"wrote {written} mask(s) and predictions.json to {args.out}")
+
+
+def cmd_tune(args: argparse.Namespace) -> None:
+    from labkit import workflows
+    from labkit.tuning import format_curve
+
+    result = workflows.tune_run(
+        checkpoint=args.checkpoint, data=args.data, metric=args.metric, device=args.device,
+        decode_params=_overrides(args.set), tile=args.tile,
+    )
+    best = next(r for r in result["curve"] if r["params"] == result["best"] and r["score"] == result["best_score"])
+    print(format_curve(result["curve"], result["metric"], best))
+    print(f"\n{result['metric']} on {result['n_images']} validation image(s): {result['default_score']:.3f} before, "
+          f"{result['best_score']:.3f} with {result['best']}")
+    print(f"wrote {result['decode_json']} (evaluate and predict use it; --set still wins)")
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
@@ -165,7 +202,7 @@ def cmd_notebooks(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {
-    "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
+    "train": cmd_train, "tune": cmd_tune, "evaluate": cmd_evaluate, "predict": cmd_predict,
     "methods": cmd_methods, "notebooks": cmd_notebooks, "compare": cmd_compare,
 }
 

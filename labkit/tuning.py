@@ -1,23 +1,43 @@
-"""Decode-parameter files of a run folder: ``RUN_DIR/decode.json``.
+"""Tuning decode parameters on validation images, and ``RUN_DIR/decode.json``.
 
-``labkit tune`` sweeps a method's decode parameters (``Method.decode_grid()``)
-on validation images and writes the best values here; ``labkit evaluate`` and
-``labkit predict`` read them by default, and ``--set KEY=VALUE`` still wins.
+``labkit tune`` sweeps a method's decode parameters (``Method.decode_grid()``:
+a bandwidth, a concentration, a smallest area...) on validation images,
+scores each setting, and writes the best values to ``RUN_DIR/decode.json``;
+``labkit evaluate`` and ``labkit predict`` read them by default, and
+``--set KEY=VALUE`` still wins.
 
-The file is one JSON object ``{"param": value, ...}``; it is written
+The network runs once per image (:func:`cache_outputs`); only decoding is
+repeated per setting, so a sweep costs decoding time.  The score
+(:data:`METRICS`) is by default the matching accuracy at IoU 0.5 (TP / (TP +
+FP + FN), the cell-segmentation score: it counts every missed, split or
+merged object and needs no instance scores) on data with one object class,
+and COCO mask AP50 where classes must also be right.
+
+``decode.json`` is one JSON object ``{"param": value, ...}``; it is written
 atomically (:func:`labkit.io.write_json`), so a crash never leaves half a file.
 """
 from __future__ import annotations
 
+import itertools
 import json
+import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
 
 from labkit.errors import LabkitError
 from labkit.io import write_json
 
+log = logging.getLogger(__name__)
+
 DECODE_NAME = "decode.json"
+TUNE_NAME = "tune.json"
+METRICS = ("auto", "matching_accuracy", "ap50", "ap")
 
 
 def _run_dir(run_dir: str | os.PathLike) -> Path:
@@ -69,4 +89,129 @@ def read_decode_json(run_dir: str | os.PathLike) -> dict[str, Any]:
     return params
 
 
-__all__ = ["DECODE_NAME", "decode_path", "read_decode_json", "write_decode_json"]
+def resolve_metric(metric: str, dataset: Any) -> str:
+    """``"auto"`` -> ``"matching_accuracy"`` for data with one object class, else ``"ap50"``."""
+    if metric not in METRICS:
+        raise LabkitError(f"unknown tuning metric {metric!r}; choices: {', '.join(METRICS)}")
+    if metric != "auto":
+        return metric
+    names = getattr(dataset, "class_names", None)
+    return "matching_accuracy" if names is None or len(names) <= 2 else "ap50"
+
+
+def score(predictions: Sequence[dict], ground_truths: Sequence[dict], metric: str) -> float:
+    """The figure ``metric`` (not ``"auto"``) of ``predictions`` against ``ground_truths``, 0-1, higher better."""
+    from labkit.metrics import coco_mask_ap, matching_accuracy
+
+    if not ground_truths or any(g is None for g in ground_truths):
+        raise LabkitError("tuning needs validation images with instance masks")
+    if metric == "matching_accuracy":
+        return float(matching_accuracy(predictions, ground_truths, iou=0.5))
+    if metric in ("ap50", "ap"):
+        return float(coco_mask_ap(predictions, ground_truths)[metric])
+    raise LabkitError(f"unknown tuning metric {metric!r}; choices: {', '.join(METRICS[1:])}")
+
+
+def grid_points(grid: dict[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """Every combination of the ``grid``'s values, in order (the last parameter varies fastest)."""
+    if not isinstance(grid, dict):
+        raise LabkitError(f"a decode grid must be a dict of name -> candidate values, got {type(grid).__name__}")
+    empty = [k for k, v in grid.items() if len(v) == 0]
+    if empty:
+        raise LabkitError(f"decode grid parameter(s) {empty} have no candidate values")
+    keys = list(grid)
+    return [dict(zip(keys, values)) for values in itertools.product(*(list(grid[k]) for k in keys))]
+
+
+@dataclass
+class CachedImage:
+    """One image's network outputs on its windows (the whole image: one window), and its ground truth."""
+
+    outputs: dict[str, torch.Tensor]
+    windows: list[tuple[int, int, int, int]]
+    truth: dict[str, torch.Tensor] | None
+
+
+def cache_outputs(
+    model: nn.Module, dataset: Any, *, tile: int | None = None, overlap: int | None = None,
+    device: str | torch.device = "cpu", batch_size: int = 4, progress: bool = True,
+) -> list[CachedImage]:
+    """Run the network once over ``dataset`` (by tiles for images larger than ``tile``); outputs on the CPU."""
+    from labkit.data.contract import ground_truth
+    from labkit.evaluation import needs_tiles, tile_windows, window_outputs
+
+    was_training = model.training
+    model.to(device).eval()
+    cached = []
+    try:
+        for i in tqdm(range(len(dataset)), desc="network", disable=not progress):
+            sample = dataset[i]
+            size = tuple(sample["image"].shape[-2:])
+            if tile is not None and needs_tiles(size, tile):
+                windows = tile_windows(size, tile, overlap)
+            else:
+                windows = [(0, 0, size[0], size[1])]
+            outputs = window_outputs(model, sample["image"], windows, device=device, batch_size=batch_size)
+            cached.append(CachedImage(outputs, windows, ground_truth(sample) if "instances" in sample else None))
+    finally:
+        model.train(was_training)
+    return cached
+
+
+def decode_cached(method: Any, cached: Sequence[CachedImage], **params: Any) -> list[dict[str, torch.Tensor]]:
+    """Predictions of every cached image decoded with ``params`` (tiles stitched)."""
+    from labkit.evaluation import decode_windows
+
+    return [decode_windows(method, item.outputs, item.windows, **params) for item in cached]
+
+
+def sweep(
+    method: Any, cached: Sequence[CachedImage], grid: dict[str, Sequence[Any]], *, metric: str,
+    fixed: dict[str, Any] | None = None, progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Score every point of ``grid`` (plus the ``fixed`` decode parameters): ``[{"params", "score"}, ...]``."""
+    fixed = dict(fixed or {})
+    truths = [item.truth for item in cached]
+    points = grid_points(grid)
+    curve = []
+    with tqdm(points, desc=f"tune {method.key}", disable=not progress, unit="setting") as bar:
+        for point in bar:
+            params = {**point, **fixed}
+            value = score(decode_cached(method, cached, **params), truths, metric)
+            curve.append({"params": point, "score": value})
+            bar.set_postfix_str(f"{metric}={value:.3f}", refresh=False)
+            log.debug("tune %s %s: %s = %.4f", method.key, point, metric, value)
+    return curve
+
+
+def best_point(curve: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The point with the highest score (the first in grid order among equals)."""
+    if not curve:
+        raise LabkitError("nothing to tune: the decode grid is empty")
+    return max(curve, key=lambda row: row["score"])  # max keeps the first of equal keys
+
+
+def format_curve(curve: Sequence[dict[str, Any]], metric: str, best: dict[str, Any] | None = None) -> str:
+    """A plain-text table of the sweep, one row per setting, the best marked with ``*``."""
+    if not curve:
+        return "(empty sweep)"
+    keys = list(curve[0]["params"])
+    widths = [max(len(k), *(len(_fmt(r["params"][k])) for r in curve)) for k in keys]
+    header = "  ".join(f"{k:>{w}}" for k, w in zip(keys, widths)) + f"  {metric:>{max(len(metric), 6)}}"
+    lines = [header, "-" * len(header)]
+    for row in curve:
+        cells = "  ".join(f"{_fmt(row['params'][k]):>{w}}" for k, w in zip(keys, widths))
+        mark = " *" if best is not None and row is best else ""
+        lines.append(f"{cells}  {row['score']:>{max(len(metric), 6)}.3f}{mark}")
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+__all__ = [
+    "DECODE_NAME", "METRICS", "TUNE_NAME", "CachedImage", "best_point", "cache_outputs", "decode_cached",
+    "decode_path", "format_curve", "grid_points", "read_decode_json", "resolve_metric", "score", "sweep",
+    "write_decode_json",
+]

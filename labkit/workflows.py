@@ -1,7 +1,31 @@
-"""End-to-end workflows behind ``labkit train | evaluate | predict``.
+"""End-to-end workflows behind ``labkit train | tune | evaluate | predict``.
 
 The command line and the notebooks both call these, so a notebook's training
 is the same code path as a user's ``labkit train`` run.
+
+Training on an instance folder (a user's few images):
+
+- an epoch is :data:`FOLDER_STEPS_PER_EPOCH` optimiser steps of
+  ``batch_size`` random crops whatever the folder holds (two images or two
+  hundred); with the methods' 40 epochs that is 800 steps of 8 crops of
+  128 x 128, about the CPU time 2000 steps on 64 x 64 synthetic scenes take.
+  A synthetic training split keeps :data:`STEPS_PER_EPOCH` (400 scenes at
+  batch size 8: one pass per epoch, as before);
+- augmentation for microscopy (1-channel: all 8 orientations) or photos
+  (3-channel: left-right flips), both with intensity scale/offset jitter
+  (:func:`labkit.data.transforms.augmentation`);
+- validation on ``DIR/val`` (or ``DIR/../val`` next to ``DIR = .../train``)
+  when it exists, else on images held out of the folder
+  (:func:`labkit.data.split.validation_split`, logged and written to
+  ``RUN_DIR/run.json``); each epoch the validation images are decoded and
+  scored (matching accuracy at IoU 0.5, or AP50 with several classes) and
+  ``RUN_DIR/best.pt`` keeps the best epoch beside ``model.pt``;
+- ``RUN_DIR/run.json`` records the crop, so ``tune``, ``evaluate`` and
+  ``predict`` predict images larger than it by sliding window
+  (:mod:`labkit.evaluation`) with the tiles the network was trained on.
+
+``tune`` writes ``RUN_DIR/decode.json`` (:mod:`labkit.tuning`), which
+``evaluate`` and ``predict`` use by default; ``--set`` still wins.
 """
 from __future__ import annotations
 
@@ -13,13 +37,18 @@ import numpy as np
 import torch
 
 from labkit import methods
-from labkit.errors import LabkitError
+from labkit.errors import DataError, LabkitError
 from labkit.io import atomic_open, write_json
 
 log = logging.getLogger(__name__)
 
 DEFAULT_EPOCHS = 10
 DEFAULT_LR = 1e-3
+#: optimiser steps per epoch on synthetic data (its train split of 400 scenes at batch size 8: one pass)
+STEPS_PER_EPOCH = 50
+#: optimiser steps per epoch on an image folder, whatever its number of images
+FOLDER_STEPS_PER_EPOCH = 20
+RUN_NAME = "run.json"
 
 
 def is_synthetic(spec: str | Path) -> bool:
@@ -44,32 +73,219 @@ def training_transform(spec: str | Path, crop: int):
     return Compose([RandomCrop(crop), RandomFlip()])
 
 
+def folder_transform(crop: int, in_channels: int, augment: str = "auto"):
+    """Training augmentation for an image folder: random ``crop`` plus :func:`~labkit.data.transforms.augmentation`."""
+    from labkit.data.transforms import augmentation
+
+    return augmentation(augment, crop=crop, in_channels=in_channels)
+
+
+def find_val_folder(data: str | Path) -> Path | None:
+    """``DIR/val`` or, for ``DIR = .../train``, ``DIR/../val``, when it is an instance folder."""
+    path = Path(data).expanduser()
+    candidates = [path / "val"]
+    if path.name == "train":
+        candidates.append(path.parent / "val")
+    return next((c for c in candidates if (c / "images").is_dir()), None)
+
+
+def split_training_folder(
+    data: str | Path, crop: int, augment: str = "auto", val_data: str | Path | None = None,
+) -> tuple[Any, Any, dict[str, Any]]:
+    """``(train_set, val_set or None, split info)`` for an image folder.
+
+    ``val_data``, else a ``val`` folder found by :func:`find_val_folder`, else
+    images held out of ``data`` (:func:`labkit.data.split.validation_split`;
+    none for fewer than 3 images).
+    """
+    from labkit.data import load_dataset
+    from labkit.data.split import Subset, validation_split
+
+    full = load_dataset(str(data), split="train")
+    transform = folder_transform(crop, full.in_channels, augment)
+    names = [full.name(i) for i in range(len(full))]
+    val_path = str(val_data) if val_data else find_val_folder(data)
+    if val_path is not None:
+        val_set = load_dataset(str(val_path), split="val")
+        log.info("validation images: the %d of %s", len(val_set), val_path)
+        return Subset(full, range(len(full)), transform), val_set, {"train": names, "val_folder": str(val_path)}
+    train_idx, val_idx = validation_split(names)
+    if not val_idx:
+        log.warning(
+            "%s has %d image(s) and no val folder: nothing held out for validation, so there is no best.pt "
+            "and `labkit tune` needs other annotated images (add DIR/val/images + masks)", data, len(names))
+        return Subset(full, train_idx, transform), None, {"train": names, "val": []}
+    val_names = [names[i] for i in val_idx]
+    log.info("no val folder: validating on %d image(s) held out of %s: %s", len(val_idx), data, ", ".join(val_names))
+    return Subset(full, train_idx, transform), Subset(full, val_idx), {
+        "train": [names[i] for i in train_idx], "val": val_names}
+
+
+def validation_metric(method: Any, val_set: Any, *, tile: int | None, device: Any, metric: str = "auto"):
+    """``model -> score`` on ``val_set``: decode (by tiles beyond ``tile``) with the method's defaults."""
+    from labkit.evaluation import predict_dataset
+    from labkit.tuning import resolve_metric, score
+
+    name = resolve_metric(metric, val_set)
+
+    def val_metric(model: torch.nn.Module) -> float:
+        predictions, truths = predict_dataset(method, model, val_set, batch_size=4, device=device,
+                                              progress=False, tile=tile)
+        return score(predictions, truths, name)
+
+    val_metric.metric = name  # type: ignore[attr-defined]
+    return val_metric
+
+
 def train_run(
     method: str, data: str | Path, out: str | Path, *, epochs: int | None = None,
     batch_size: int = 8, lr: float | None = None, crop: int = 128, backbone: str = "unet",
     device: str = "auto", seed: int = 0, resume: bool = True,
     method_params: dict[str, Any] | None = None, val_data: str | Path | None = None,
-    progress: bool = True,
+    progress: bool = True, steps_per_epoch: int | str | None = "auto", augment: str = "auto",
 ) -> dict[str, Any]:
-    """Train ``method`` on ``data`` into the run folder ``out``; return the history."""
+    """Train ``method`` on ``data`` into the run folder ``out``; return the history.
+
+    ``steps_per_epoch`` optimiser steps make an epoch (``"auto"``:
+    :data:`STEPS_PER_EPOCH` on synthetic data, :data:`FOLDER_STEPS_PER_EPOCH`
+    on a folder; None: one pass over the data).  Synthetic data is augmented as before (flips where the
+    family allows) and validated only on ``val_data``; image folders as in
+    the module docstring (``augment``: auto, microscopy, photo, none).
+    """
     from labkit.data import load_dataset
-    from labkit.train import train
+    from labkit.train import resolve_device, train
 
     m = methods.get(method, **(method_params or {}))
     if not m.trainable:
         raise LabkitError(f"method {method!r} needs no training; use `labkit evaluate --method {method}`")
+    if crop < 8:
+        raise LabkitError(f"crop must be at least 8 pixels, got {crop}")
     torch.manual_seed(seed)
-    train_set = load_dataset(str(data), split="train", transform=training_transform(data, crop))
-    val_set = load_dataset(str(val_data), split="val") if val_data else None
+    out = Path(out)
+    if steps_per_epoch == "auto":
+        steps_per_epoch = STEPS_PER_EPOCH if is_synthetic(data) else FOLDER_STEPS_PER_EPOCH
+    if is_synthetic(data):
+        train_set = load_dataset(str(data), split="train", transform=training_transform(data, crop))
+        val_set = load_dataset(str(val_data), split="val") if val_data else None
+        split, tile = {}, None
+    else:
+        train_set, val_set, split = split_training_folder(data, crop, augment, val_data)
+        tile = crop
+    if len(train_set) == 0:
+        raise DataError(f"{data}: no training images")
     model = m.build_model(in_channels=train_set.in_channels, num_classes=train_set.num_classes, backbone=backbone)
     train_kwargs = dict(
         epochs=epochs or getattr(m.defaults, "epochs", DEFAULT_EPOCHS),
         batch_size=batch_size, lr=lr or getattr(m.defaults, "lr", DEFAULT_LR),
         device=device, seed=seed, resume=resume, progress=progress, data_spec=str(data),
+        steps_per_epoch=steps_per_epoch,
     )
-    history = train(m, model, train_set, out_dir=Path(out), val_set=val_set, **train_kwargs)
-    m.post_train(model, train_set, out_dir=Path(out), train_kwargs=train_kwargs)
+    val_metric = None
+    if val_set is not None and m.task == "instance":
+        val_metric = validation_metric(m, val_set, tile=tile, device=resolve_device(device))
+    write_json(out / RUN_NAME, {
+        "method": m.key, "data": str(data), "crop": crop, "tile": tile, "augment": None if tile is None else augment,
+        "steps_per_epoch": steps_per_epoch, "batch_size": batch_size,
+        "val_metric": getattr(val_metric, "metric", None), **split,
+    })
+    history = train(m, model, train_set, out_dir=out, val_set=val_set, val_metric=val_metric, **train_kwargs)
+    m.post_train(model, train_set, out_dir=out, train_kwargs=train_kwargs)
     return history
+
+
+def _run_dir(checkpoint: str | Path) -> Path:
+    path = Path(checkpoint)
+    return path if path.is_dir() else path.parent
+
+
+def run_info(checkpoint: str | Path | None) -> dict[str, Any]:
+    """``RUN_DIR/run.json`` of a checkpoint's run folder (``{}`` when absent or unreadable)."""
+    import json
+
+    if checkpoint is None:
+        return {}
+    path = _run_dir(checkpoint) / RUN_NAME
+    if not path.is_file():
+        return {}
+    try:
+        info = json.loads(path.read_text())
+    except ValueError:
+        log.warning("%s is not valid JSON; predicting without tiles", path)
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def resolve_tile(checkpoint: str | Path | None, tile: int | None) -> int | None:
+    """``tile`` when given (0 = whole images), else the crop a folder-trained run recorded."""
+    if tile is not None:
+        if tile < 0:
+            raise LabkitError(f"tile must be >= 0 (0 = whole images), got {tile}")
+        return tile or None
+    recorded = run_info(checkpoint).get("tile")
+    return int(recorded) if recorded else None
+
+
+def decode_settings(checkpoint: str | Path | None, overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """Decode parameters: ``RUN_DIR/decode.json`` (from ``labkit tune``) updated by ``overrides`` (``--set``)."""
+    from labkit.tuning import read_decode_json
+
+    tuned = read_decode_json(checkpoint) if checkpoint is not None else {}
+    if tuned:
+        log.info("decode parameters from %s: %s", _run_dir(checkpoint) / "decode.json", tuned)
+    return {**tuned, **(overrides or {})}
+
+
+def tune_run(
+    *, checkpoint: str | Path, data: str | Path, metric: str = "auto", device: str = "auto",
+    decode_params: dict[str, Any] | None = None, tile: int | None = None, progress: bool = True,
+    write: bool = True,
+) -> dict[str, Any]:
+    """Sweep the method's ``decode_grid()`` on ``data`` (default split: val); write the best to decode.json.
+
+    ``decode_params`` (``--set``) are held fixed and not swept; other entries
+    already in ``decode.json`` (a ``dvis`` verifier...) are kept and used.
+    Returns ``{"metric", "best", "best_score", "default_score", "curve", ...}``
+    (``default_score``: the decoding used before tuning) and writes it to
+    ``RUN_DIR/tune.json``.
+    """
+    from labkit.data import load_dataset
+    from labkit.train import load_checkpoint, resolve_device
+    from labkit.tuning import (
+        TUNE_NAME, best_point, cache_outputs, decode_cached, read_decode_json, resolve_metric, score, sweep,
+        write_decode_json,
+    )
+
+    dev = resolve_device(device)
+    m, model, _ = load_checkpoint(checkpoint, device=dev)
+    fixed = dict(decode_params or {})
+    full_grid = m.decode_grid()
+    grid = {k: v for k, v in full_grid.items() if k not in fixed}
+    if not grid:
+        raise LabkitError(f"method {m.key!r} has no decode parameters to tune (decode_grid() is empty"
+                          f"{' once the --set ones are left out' if full_grid else ''})")
+    dataset = load_dataset(str(data), split="val")
+    if len(dataset) == 0:
+        raise DataError(f"{data}: no validation images")
+    name = resolve_metric(metric, dataset)
+    tile_size = resolve_tile(checkpoint, tile)
+    saved = read_decode_json(checkpoint)
+    base = {k: v for k, v in saved.items() if k not in grid}
+    cached = cache_outputs(model, dataset, tile=tile_size, device=dev, batch_size=4, progress=progress)
+    if any(item.truth is None for item in cached):
+        raise DataError(f"{data}: tuning needs images with instance masks")
+    curve = sweep(m, cached, grid, metric=name, fixed={**base, **fixed}, progress=progress)
+    best = best_point(curve)
+    before = score(decode_cached(m, cached, **{**saved, **fixed}), [c.truth for c in cached], name)
+    run_dir = _run_dir(checkpoint)
+    result = {
+        "method": m.key, "data": str(data), "n_images": len(dataset), "metric": name, "tile": tile_size,
+        "fixed": {**base, **fixed}, "best": best["params"], "best_score": best["score"],
+        "default_score": before, "curve": curve,
+    }
+    if write:
+        result["decode_json"] = str(write_decode_json(run_dir, {**base, **best["params"], **fixed}))
+        write_json(run_dir / TUNE_NAME, result)
+    return result
 
 
 def load_method_and_model(
@@ -91,9 +307,14 @@ def load_method_and_model(
 def evaluate_run(
     *, data: str | Path, checkpoint: str | Path | None = None, method: str | None = None,
     json_path: str | Path | None = None, device: str = "auto",
-    decode_params: dict[str, Any] | None = None, progress: bool = True,
+    decode_params: dict[str, Any] | None = None, progress: bool = True, tile: int | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a checkpoint or a training-free method on ``data`` (default split: test)."""
+    """Evaluate a checkpoint or a training-free method on ``data`` (default split: test).
+
+    A checkpoint's ``decode.json`` gives the decode parameters, updated by
+    ``decode_params``; images larger than the run's training crop are
+    predicted by sliding window (``tile``: another tile size, 0 = whole images).
+    """
     from labkit.data import load_dataset
     from labkit.evaluation import evaluate
     from labkit.train import resolve_device
@@ -101,11 +322,14 @@ def evaluate_run(
     dev = resolve_device(device)
     dataset = load_dataset(str(data), split="test")
     m, model = load_method_and_model(checkpoint, method, dataset, dev)
+    params = decode_settings(checkpoint, decode_params)
     results = evaluate(
         m, model, dataset, device=dev, batch_size=8 if is_synthetic(data) else 1,
-        progress=progress, **(decode_params or {}),
+        progress=progress, tile=resolve_tile(checkpoint, tile), **params,
     )
     results = {"method": m.key, "data": str(data), **results}
+    if params:
+        results["decode_params"] = params
     if json_path:
         write_json(json_path, results)
     return results
@@ -114,7 +338,7 @@ def evaluate_run(
 def predict_run(
     *, source: str | Path, out: str | Path, checkpoint: str | Path | None = None,
     method: str | None = None, device: str = "auto", decode_params: dict[str, Any] | None = None,
-    progress: bool = True,
+    progress: bool = True, tile: int | None = None,
 ) -> int:
     """Write ``out/NAME.png`` (16-bit instance ids) and ``out/predictions.json``; return the count.
 
@@ -126,6 +350,8 @@ def predict_run(
     whose predictions carry a ``semantic`` map (panoptic ``hle``, ``semantic``)
     also gets ``out/NAME.semantic.png`` (16-bit class per pixel, 0 =
     background/unlabelled), named under ``semantic`` in ``predictions.json``.
+
+    Decode parameters and tiles as in :func:`evaluate_run`.
     """
     from labkit.data import load_images
     from labkit.evaluation import predict_dataset
@@ -135,7 +361,8 @@ def predict_run(
     images = load_images(str(source))
     m, model = load_method_and_model(checkpoint, method, images, dev)
     predictions, _ = predict_dataset(
-        m, model, images, device=dev, batch_size=1, progress=progress, **(decode_params or {})
+        m, model, images, device=dev, batch_size=1, progress=progress, tile=resolve_tile(checkpoint, tile),
+        **decode_settings(checkpoint, decode_params),
     )
     out = Path(out)
     index = {}

@@ -152,6 +152,17 @@ class Discriminative(Method):
             "loss": terms["loss"] + p.semantic_weight * ce + p.instance_class_weight * instance_ce,
         }
 
+    def decode_grid(self) -> dict[str, list[Any]]:
+        """What ``labkit tune`` sweeps: the mean-shift bandwidth (0.5 to 1.5 x the default, delta_v),
+        splitting clusters into their connected pieces, and the smallest instance kept (1 and 4 x min_area)."""
+        p = self.defaults
+        bandwidth = p.delta_v if p.bandwidth is None else p.bandwidth
+        return {
+            "bandwidth": [round(bandwidth * f, 4) for f in (0.5, 0.75, 1.0, 1.5)],
+            "split_components": [p.split_components, not p.split_components],
+            "min_area": [p.min_area, 4 * p.min_area],
+        }
+
     def decode(self, outputs: Outputs, **params: Any) -> list[Prediction]:
         """One scored prediction per image; ``params`` override the decoding defaults.
 

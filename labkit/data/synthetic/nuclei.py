@@ -28,6 +28,10 @@ synthetic default) so that a small scene still holds several.
 """
 from __future__ import annotations
 
+import io
+import os
+from pathlib import Path
+
 import numpy as np
 from scipy.ndimage import distance_transform_edt, gaussian_filter
 from skimage.segmentation import find_boundaries
@@ -116,3 +120,38 @@ FAMILY = Family(
     in_channels=1,
     generate=generate,
 )
+
+
+def write_folder(
+    root: str | os.PathLike, count: int, size: int | tuple[int, int] = 256, split: str = "train", seed: int = 0,
+    prefix: str | None = None,
+) -> list[str]:
+    """Write ``count`` scenes as an instance folder: ``root/images/NAME.tif`` (uint16 counts) + ``root/masks/NAME.png``.
+
+    Scene ``i`` is the family's scene ``i`` of ``split`` (the same random
+    generator as ``synthetic:nuclei:SPLIT``), so folders written for
+    different splits share no image.  Masks are 16-bit PNGs of instance ids.
+    Returns the names written.
+    """
+    import tifffile
+    from PIL import Image
+
+    from labkit.data.synthetic import scene_rng
+    from labkit.io import atomic_open
+
+    height, width = (size, size) if isinstance(size, int) else size
+    root = Path(root)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(parents=True, exist_ok=True)
+    names = []
+    for i in range(int(count)):
+        counts, instances = raw_scene(scene_rng("nuclei", split, i, seed), height, width)
+        name = f"{prefix or 'nuclei_' + split}_{i:03d}"
+        buffer = io.BytesIO()  # tifffile wants a named file; write to memory, then atomically to disk
+        tifffile.imwrite(buffer, counts, compression="zlib")
+        with atomic_open(root / "images" / f"{name}.tif", "wb") as f:
+            f.write(buffer.getvalue())
+        with atomic_open(root / "masks" / f"{name}.png", "wb") as f:
+            Image.fromarray(instances.astype(np.uint16)).save(f, format="PNG", optimize=True)
+        names.append(name)
+    return names
