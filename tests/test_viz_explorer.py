@@ -225,6 +225,9 @@ def test_large_images_are_run_and_decoded_by_tiles_as_predict_does(grid, run_dir
     expected = predict_tiled(method, model, images[0]["image"], 16, **explorer.params())
     assert torch.equal(explorer.prediction["instances"], expected["instances"])
     assert explorer.figure is not None and sum(len(t.x) for t in explorer.figure.data) > 0
+    (run_dir / "run.json").write_text(json.dumps({"tile": 16}))  # what labkit train records for a folder
+    assert len(ModelExplorer(run_dir, images, device="cpu").windows) == 9
+    assert len(ModelExplorer(run_dir, images, device="cpu", tile=0).windows) == 1
 
 
 def test_paste_windows_rebuilds_a_map_from_its_tiles():

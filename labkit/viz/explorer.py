@@ -231,8 +231,9 @@ class ModelExplorer:
         max_points: points in the 3D view.
         scale: overlay enlargement (default: 3 for images up to 128 pixels, else 1-2).
         tile: images larger than this are run and decoded by sliding window
-            (:func:`labkit.evaluation.tile_windows`, :func:`~labkit.evaluation.decode_windows`),
-            as ``labkit evaluate``/``predict`` do; None: whole images.
+            (:func:`labkit.evaluation.tile_windows`, :func:`~labkit.evaluation.decode_windows`);
+            None: the crop a folder-trained run recorded in ``run.json``, as
+            ``labkit evaluate``/``predict`` do (:func:`labkit.workflows.resolve_tile`); 0: whole images.
 
     Attributes: ``method``, ``model``, ``controls`` (name -> widget),
     ``history`` (one record per decode: the parameters, ``n_instances``,
@@ -249,6 +250,7 @@ class ModelExplorer:
         from labkit.checkpoint import checkpoint_path
         from labkit.train import load_checkpoint
         from labkit.tuning import read_decode_json
+        from labkit.workflows import resolve_tile
 
         self.method, self.model, saved_checkpoint = load_checkpoint(checkpoint, device=device)
         if images is None:
@@ -257,7 +259,7 @@ class ModelExplorer:
         self.run_dir = Path(run_dir) if run_dir is not None else checkpoint_path(checkpoint).parent
         self.dataset = open_images(images)
         self.max_points, self.scale = int(max_points), scale
-        self.tile = int(tile) if tile else None
+        self.tile = resolve_tile(checkpoint, tile)
         self.windows: list[tuple[int, int, int, int]] = []
         self.grid = check_grid(self.method.decode_grid())
         saved = read_decode_json(self.run_dir) or {}
@@ -283,7 +285,8 @@ class ModelExplorer:
         self.picture = widgets.Image(format="png")
         self.view3d = widgets.Output(layout=widgets.Layout(width="520px"))
         self.view3d.add_class("labkit-embedding-3d")
-        self.save_button = widgets.Button(description="Save decode.json", icon="save", button_style="primary")
+        self.save_button = widgets.Button(description="Save decode.json", icon="save", button_style="primary",
+                                          layout=widgets.Layout(width="auto"))
         self.save_button.add_class("labkit-save")
         self.save_status = widgets.HTML()
         self.save_status.add_class("labkit-save-status")
