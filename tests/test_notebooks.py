@@ -49,10 +49,19 @@ def check_02_recurrent_mean_shift(m: dict) -> None:
     assert m["ar@60"] >= m["single_grouping"]["ar@60"], "pooled proposals keep every proposal of one grouping"
 
 
+def check_04_irnet(m: dict) -> None:
+    assert m["cls_loss_last"] < m["cls_loss_first"], "stage 1 (CAM classifier) did not lower its loss"
+    assert m["irn_loss_last"] < m["irn_loss_first"], "stage 3 (displacement + boundary) did not lower its loss"
+    assert m["pseudo_images"] == m["settings"]["train_samples"], "a pseudo label per training image"
+    assert all(0.0 <= v <= 1.0 for v in m["table1_ap50"].values())
+    assert 0.0 <= m["miou_cam"] <= 1.0 and 0.0 <= m["miou_propagated"] <= 1.0
+
+
 CHECKS = {
     "00_tour": check_00_tour,
     "01_discriminative_loss": check_01_discriminative_loss,
     "02_recurrent_mean_shift": check_02_recurrent_mean_shift,
+    "04_irnet": check_04_irnet,
     "06_bandwidth_tuning": check_06_bandwidth_tuning,
 }
 

@@ -49,6 +49,11 @@ Differences from the paper and the authors' code, chosen here:
   (the paper; the authors' code 300).
 * No dense CRF (see :mod:`labkit.methods.irnet_cam`).
 * The CAM head has a bias (labkit's heads are 1x1 convolutions with bias).
+* ``pooling``: the paper's global average pooling by default; log-sum-exp
+  (``"lse"``) and max pooling are offered for experiments, because on
+  ``synthetic:shapes`` (every class in about 3 of 4 images) the short CPU
+  trainings tried so far left the classifier at the loss of the label prior
+  with either pooling, i.e. CAMs that do not localise (benchmarks/RESULTS.md).
 * The authors train the displacement branch with a 10x learning rate; with
   Adam, whose steps do not depend on the gradient's scale, the equivalent is
   a displacement read as the head's output times ``displacement_scale=10``.
