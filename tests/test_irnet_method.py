@@ -145,3 +145,19 @@ def test_cli_train_evaluate_predict_on_an_instance_folder(tmp_path, capsys):
     assert cli.main(["predict", "--checkpoint", str(run / "model.pt"), "--input", str(tmp_path / "data"),
                      "--out", str(tmp_path / "pred"), "--device", "cpu", "--set", "mode=cam_boundary"]) == 0
     assert len(list((tmp_path / "pred").glob("shapes_train_0000?.png"))) == 3
+
+
+def test_decode_grid_parameters_are_decode_parameters():
+    method = methods.get("irnet", walk_steps=4, refine_steps=3)
+    torch.manual_seed(0)
+    outputs = {"cam": torch.randn(1, 4, 16, 16), "displacement": torch.randn(1, 2, 16, 16) * 0.1,
+               "boundary": torch.randn(1, 1, 16, 16)}
+    grid = method.decode_grid()
+    assert grid and all(len(values) > 1 for values in grid.values())
+    for name, values in grid.items():
+        for value in values:
+            (pred,) = method.decode(outputs, **{name: value})
+            assert pred["instances"].shape == (16, 16)
+    # a higher background level never labels more pixels
+    low, high = method.decode(outputs, mode="cam", bg_level=0.15)[0], method.decode(outputs, mode="cam", bg_level=0.5)[0]
+    assert (high["instances"] > 0).sum() <= (low["instances"] > 0).sum()
