@@ -57,10 +57,23 @@ def check_04_irnet(m: dict) -> None:
     assert 0.0 <= m["miou_cam"] <= 1.0 and 0.0 <= m["miou_propagated"] <= 1.0
 
 
+def check_03_dvis(m: dict) -> None:
+    assert m["shapes"]["ap50"] > m["shapes"]["ap50_untrained"], "training did not improve AP50 on shapes"
+    assert m["permutation_gap"] <= 1e-6, "relabelling the ground truth changed a loss term"
+    assert m["toy_loss_last"] < 0.5 * m["toy_loss_first"], "the 1-D toy did not lower the loss"
+    v = m["verification"]
+    assert v["verified"]["agnostic_ap"] > v["uniform scores"]["agnostic_ap"], "verification should raise AP"
+    assert v["verified"]["ap"] > v["uniform scores"]["ap"], "verification should name the classes"
+    a = m["ablation"]
+    assert len(a) == 6
+    assert a["+ binary"]["ap50"] > a["pairwise only"]["ap50"], "the binary term should help"
+
+
 CHECKS = {
     "00_tour": check_00_tour,
     "01_discriminative_loss": check_01_discriminative_loss,
     "02_recurrent_mean_shift": check_02_recurrent_mean_shift,
+    "03_dvis": check_03_dvis,
     "04_irnet": check_04_irnet,
     "06_bandwidth_tuning": check_06_bandwidth_tuning,
 }
