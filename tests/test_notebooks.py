@@ -69,6 +69,16 @@ def check_03_dvis(m: dict) -> None:
     assert a["+ binary"]["ap50"] > a["pairwise only"]["ap50"], "the binary term should help"
 
 
+def check_08_your_own_data(m: dict) -> None:
+    assert m["final_loss"] < m["first_loss"], "training did not lower the loss"
+    assert m["trained"]["matching_accuracy"] > m["untrained"]["matching_accuracy"], "training did not help"
+    assert m["trained"]["ap50"] > m["untrained"]["ap50"], "training did not improve AP50"
+    assert m["tuned"]["score"] > m["tuned"]["default_score"], "tuning the decoding should beat the defaults"
+    assert m["decode_json"] == m["explorer_params"], "the explorer's Save should write its parameters"
+    assert m["n_predicted_masks"] == m["n_test"] > 0
+    assert m["watershed"]["matching_accuracy"] > 0.5, "the watershed anchor should work on the example nuclei"
+
+
 CHECKS = {
     "00_tour": check_00_tour,
     "01_discriminative_loss": check_01_discriminative_loss,
@@ -76,6 +86,7 @@ CHECKS = {
     "03_dvis": check_03_dvis,
     "04_irnet": check_04_irnet,
     "06_bandwidth_tuning": check_06_bandwidth_tuning,
+    "08_your_own_data": check_08_your_own_data,
 }
 
 
