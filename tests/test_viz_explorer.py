@@ -209,6 +209,11 @@ def test_embedding_figure_shows_only_instance_pixels():
 def test_images_default_to_the_validation_split_of_the_training_data(grid, run_dir, images):
     assert training_images("synthetic:shapes:train") == training_images("synthetic:shapes") == "synthetic:shapes:val"
     assert training_images("/data/cells") == "/data/cells"
+    folder = run_dir.parent / "cells"
+    for split in ("train", "val"):
+        (folder / split / "images").mkdir(parents=True)
+    assert training_images(str(folder / "train")) == str(folder / "val")  # the images labkit train validated on
+    assert training_images(str(folder)) == str(folder / "val")
     with pytest.raises(LabkitError, match="images="):
         training_images(None)
     explorer = ModelExplorer(run_dir, device="cpu", max_images=4)

@@ -196,17 +196,21 @@ def open_images(images: Any, split: str = "val") -> Any:
 
 
 def training_images(spec: str | None) -> str:
-    """Where to explore a model trained on ``spec``: the ``val`` split of a synthetic family, else the folder itself.
+    """Where to explore a model trained on ``spec``: its validation images.
 
-    (:func:`open_images` reads ``DIR/val`` of a folder that has one.)
+    The ``val`` split of a synthetic family; for a folder, the ``val`` folder
+    ``labkit train`` validated on (``DIR/val``, or ``../val`` beside
+    ``DIR = .../train``; :func:`labkit.workflows.find_val_folder`), else the
+    folder itself.
     """
     from labkit.data.registry import SYNTHETIC_PREFIX, parse_synthetic
+    from labkit.workflows import find_val_folder
 
     if not spec:
         raise LabkitError("the checkpoint does not record its training data; pass images=DIR or synthetic:NAME:val")
     if str(spec).startswith(SYNTHETIC_PREFIX):
         return f"{SYNTHETIC_PREFIX}{parse_synthetic(str(spec))[0]}:val"
-    return str(spec)
+    return str(find_val_folder(spec) or spec)
 
 
 def _name(dataset: Any, index: int) -> str:
