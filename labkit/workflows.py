@@ -235,6 +235,34 @@ def decode_settings(checkpoint: str | Path | None, overrides: dict[str, Any] | N
     return {**tuned, **(overrides or {})}
 
 
+def held_out_images(checkpoint: str | Path, data: str | Path) -> Any:
+    """The images ``labkit train`` held out of ``data`` for validation, when ``data`` is the run's training folder.
+
+    None when ``data`` is another dataset or nothing was held out (then a
+    warning: tuning on training images flatters the decoding).
+    """
+    from labkit.data import load_dataset
+    from labkit.data.split import Subset
+
+    info = run_info(checkpoint)
+    if is_synthetic(data) or not info.get("data") or is_synthetic(info["data"]):
+        return None
+    if Path(data).expanduser().resolve() != Path(info["data"]).expanduser().resolve():
+        return None
+    held = info.get("val") or []
+    if not held:
+        log.warning("tuning on %s, the run's own training images: the chosen decoding will look better "
+                    "than it is on new images; pass a val folder", data)
+        return None
+    full = load_dataset(str(data), split="val")
+    names = [full.name(i) for i in range(len(full))]
+    missing = [n for n in held if n not in names]
+    if missing:
+        raise DataError(f"{data} no longer holds the validation images of the run: {missing[:5]}")
+    log.info("tuning on the %d image(s) held out of %s for validation: %s", len(held), data, ", ".join(held))
+    return Subset(full, [names.index(n) for n in held])
+
+
 def tune_run(
     *, checkpoint: str | Path, data: str | Path, metric: str = "auto", device: str = "auto",
     decode_params: dict[str, Any] | None = None, tile: int | None = None, progress: bool = True,
@@ -263,7 +291,7 @@ def tune_run(
     if not grid:
         raise LabkitError(f"method {m.key!r} has no decode parameters to tune (decode_grid() is empty"
                           f"{' once the --set ones are left out' if full_grid else ''})")
-    dataset = load_dataset(str(data), split="val")
+    dataset = held_out_images(checkpoint, data) or load_dataset(str(data), split="val")
     if len(dataset) == 0:
         raise DataError(f"{data}: no validation images")
     name = resolve_metric(metric, dataset)

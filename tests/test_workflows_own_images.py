@@ -163,3 +163,13 @@ def test_tune_keeps_other_decode_json_entries(trained):
     (run / DECODE_NAME).write_text(json.dumps({"per_class": False}))
     workflows.tune_run(checkpoint=run / "model.pt", data=str(data), device="cpu", progress=False)
     assert read_decode_json(run)["per_class"] is False
+
+
+def test_tune_on_the_training_folder_uses_only_the_held_out_images(tmp_path, monkeypatch):
+    data = folder(tmp_path, 7, size=32)
+    run = tmp_path / "run"
+    quick_train(data, run)
+    monkeypatch.setattr(Discriminative, "decode_grid", lambda self: {"bandwidth": [0.5]})
+    result = workflows.tune_run(checkpoint=run / "model.pt", data=str(data), device="cpu", progress=False)
+    held = json.loads((run / workflows.RUN_NAME).read_text())["val"]
+    assert result["n_images"] == len(held) == 1
