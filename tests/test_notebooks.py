@@ -47,6 +47,31 @@ def check_02_recurrent_mean_shift(m: dict) -> None:
     assert m["ar50@10"] > m["ar50@10_untrained"]
     assert m["dim64"]["ar@10"] > m["dim64"]["ar@10_untrained"]
     assert m["ar@60"] >= m["single_grouping"]["ar@60"], "pooled proposals keep every proposal of one grouping"
+    # issue 15: the mean-shift loops must sharpen the grouping of a trained model, not undo it
+    assert m["eq2_per_loop"][-1] < m["eq2_per_loop"][0], "Eq. 2 rose through the decoding loops (3-dim)"
+    assert m["dim64"]["eq2_per_loop"][-1] < m["dim64"]["eq2_per_loop"][0], "Eq. 2 rose through the loops (64-dim)"
+    assert m["train_loss_tT"] < m["train_loss_t0"], "last epoch: Eq. 2 after the last unrolled loop above loop 0"
+
+
+def check_05_hle(m: dict) -> None:
+    assert m["pq"] > m["pq_untrained"], "training did not improve PQ"
+    assert m["pq_stuff"] > m["pq_stuff_untrained"], "training did not improve PQ on stuff"
+    assert m["toy_iou"]["Lovász hinge"] > m["toy_iou"]["cross-entropy"], "the Lovász hinge should win the IoU toy"
+    assert m["thomson"]["energy_end"] < m["thomson"]["energy_start"]
+    assert m["thomson"]["tetrahedron_cos_max_error"] < 1e-3
+    d = m["hierarchy_distances"]
+    assert d["same instance"] < d["other"], "pixels of one instance should be closer than pixels of other classes"
+    assert len(m["ablation"]) == 4
+
+
+def check_08_your_own_data(m: dict) -> None:
+    assert m["final_loss"] < m["first_loss"], "training did not lower the loss"
+    assert m["trained"]["matching_accuracy"] > m["untrained"]["matching_accuracy"], "training did not help"
+    assert m["trained"]["ap50"] > m["untrained"]["ap50"], "training did not improve AP50"
+    assert m["tuned"]["score"] > m["tuned"]["default_score"], "tuning the decoding should beat the defaults"
+    assert m["decode_json"] == m["explorer_params"], "the explorer's Save should write its parameters"
+    assert m["n_predicted_masks"] == m["n_test"] > 0
+    assert m["watershed"]["matching_accuracy"] > 0.5, "the watershed anchor should work on the example nuclei"
 
 
 def check_04_irnet(m: dict) -> None:
@@ -69,22 +94,13 @@ def check_03_dvis(m: dict) -> None:
     assert a["+ binary"]["ap50"] > a["pairwise only"]["ap50"], "the binary term should help"
 
 
-def check_08_your_own_data(m: dict) -> None:
-    assert m["final_loss"] < m["first_loss"], "training did not lower the loss"
-    assert m["trained"]["matching_accuracy"] > m["untrained"]["matching_accuracy"], "training did not help"
-    assert m["trained"]["ap50"] > m["untrained"]["ap50"], "training did not improve AP50"
-    assert m["tuned"]["score"] > m["tuned"]["default_score"], "tuning the decoding should beat the defaults"
-    assert m["decode_json"] == m["explorer_params"], "the explorer's Save should write its parameters"
-    assert m["n_predicted_masks"] == m["n_test"] > 0
-    assert m["watershed"]["matching_accuracy"] > 0.5, "the watershed anchor should work on the example nuclei"
-
-
 CHECKS = {
     "00_tour": check_00_tour,
     "01_discriminative_loss": check_01_discriminative_loss,
     "02_recurrent_mean_shift": check_02_recurrent_mean_shift,
     "03_dvis": check_03_dvis,
     "04_irnet": check_04_irnet,
+    "05_hle": check_05_hle,
     "06_bandwidth_tuning": check_06_bandwidth_tuning,
     "08_your_own_data": check_08_your_own_data,
 }
