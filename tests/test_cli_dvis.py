@@ -64,6 +64,13 @@ def test_train_evaluate_predict_on_an_instance_folder(capsys, tmp_path):
     code, _, err = run_cli(capsys, "evaluate", "--checkpoint", str(run / "model.pt"), "--data", str(tmp_path / "ds"),
                            "--set", "bandwidth=0.5")
     assert code == 2 and "unknown decoding parameter" in err
+    # tune sweeps decode_grid() and keeps the verifier that post_train recorded
+    code, _, err = run_cli(capsys, "tune", "--checkpoint", str(run / "model.pt"), "--data", str(tmp_path / "ds"),
+                           "--tile", "0")
+    assert code == 0, err
+    decode = json.loads((run / "decode.json").read_text())
+    assert decode["verifier"] == str((run / "verification").resolve())
+    assert {"fg_threshold", "min_area", "verify_threshold"} <= set(decode)
 
 
 @pytest.mark.slow
