@@ -140,13 +140,31 @@ def quality(out: Path, epochs: int | None, only: str | None) -> list[dict]:
             r = workflows.evaluate_run(data=f"synthetic:{family}", checkpoint=run / "model.pt", device="cpu",
                                        progress=False, decode_params=params)
             row = {"method": method + label, "family": family, "ap": r["ap"], "ap50": r["ap50"], "ap75": r["ap75"],
+                   "ap50_agnostic": _agnostic_ap50(run, family, params),
                    "epochs": len(history["epochs"]), "train_s": sum(e["seconds"] for e in history["epochs"]),
                    "target_ap50": TARGETS.get((method, family))}
             rows.append(row)
             target = "" if row["target_ap50"] is None else f"  (target AP50 >= {row['target_ap50']})"
             print(f"{row['method']:26s} {family:7s} AP {row['ap']:.3f}  AP50 {row['ap50']:.3f}  AP75 {row['ap75']:.3f}"
-                  f"  [{row['epochs']} epochs, {row['train_s']:.0f} s]{target}", flush=True)
+                  f"  class-agnostic AP50 {row['ap50_agnostic']:.3f}  [{row['epochs']} epochs, {row['train_s']:.0f} s]"
+                  f"{target}", flush=True)
     return rows
+
+
+def _agnostic_ap50(run: Path, family: str, params: dict) -> float:
+    """Class-agnostic AP50 on the test split (the same candidates with or without the verifier's classes)."""
+    from labkit.data import load_dataset
+    from labkit.evaluation import predict_dataset
+    from labkit.metrics import coco_mask_ap
+    from labkit.train import load_checkpoint
+
+    m, model, _ = load_checkpoint(run / "model.pt")
+    decode = dict(params)
+    if m.key == "dvis" and "verify" not in decode:
+        decode.setdefault("verifier", str(run / "verification"))
+    preds, truths = predict_dataset(m, model, load_dataset(f"synthetic:{family}", split="test"), batch_size=8,
+                                    progress=False, **decode)
+    return coco_mask_ap(preds, truths, class_agnostic=True)["ap50"]
 
 
 def cuda_fps(repeats: int) -> dict:
