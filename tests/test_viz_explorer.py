@@ -66,7 +66,8 @@ def test_slider_moves_redecode_with_the_methods_decoder(grid, run_dir, images):
     assert explorer.params() == {"bandwidth": 1.0, "min_area": 2}
     first = explorer.history[-1]
     image = images[0]["image"]
-    assert torch.equal(explorer.prediction["instances"], direct_decode(run_dir, image, **explorer.params())["instances"])
+    expected = direct_decode(run_dir, image, **explorer.params())
+    assert torch.equal(explorer.prediction["instances"], expected["instances"])
 
     explorer.controls["bandwidth"].value = 0.25
     small = explorer.history[-1]
@@ -125,6 +126,7 @@ def test_choosing_another_image_runs_the_model_on_it(grid, run_dir, images):
     expected = direct_decode(run_dir, images[2]["image"], **explorer.params())
     assert torch.equal(explorer.prediction["instances"], expected["instances"])
     assert [label for label, _ in explorer.image_menu.options] == [images.name(i) for i in range(3)]
+    assert explorer.select(1)["image"] == 1  # called from code, not the menu
 
 
 def test_images_without_masks_show_no_scores(grid, run_dir, tmp_path):

@@ -29,6 +29,7 @@ import html
 import logging
 import math
 import numbers
+import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -77,7 +78,9 @@ def check_grid(grid: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]]:
 def initial_decode_params(
     method: Any, grid: Mapping[str, Sequence[Any]], saved: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Starting value of each grid parameter: ``saved`` (decode.json), else the method's default, else the middle candidate.
+    """Starting value of each grid parameter.
+
+    ``saved`` (decode.json) first, else the method's default, else the middle candidate.
 
     A default of ``None`` (e.g. ``bandwidth=None`` meaning "the pull
     margin") says nothing about the value, so the middle candidate is used.
@@ -157,7 +160,9 @@ def embedding_figure(
     return fig
 
 
-def paste_windows(maps: torch.Tensor, windows: Sequence[tuple[int, int, int, int]], size: tuple[int, int]) -> torch.Tensor:
+def paste_windows(
+    maps: torch.Tensor, windows: Sequence[tuple[int, int, int, int]], size: tuple[int, int]
+) -> torch.Tensor:
     """One ``[C,H,W]`` map of ``size`` from per-window maps ``[n, C, h, w]`` (later windows overwrite overlaps).
 
     For showing a tiled embedding; the decoder itself stitches predictions
@@ -275,6 +280,7 @@ class ModelExplorer:
         self.figure: go.Figure | None = None
         self.outputs: dict[str, torch.Tensor] = {}
         self.sample: dict[str, Any] = {}
+        self.index = int(index)
 
         count = min(len(self.dataset), int(max_images))
         if not 0 <= index < count:
@@ -316,6 +322,7 @@ class ModelExplorer:
     def select(self, index: int) -> dict[str, Any]:
         """Run the model on image ``index`` (once) and decode it; returns the history record."""
         from labkit.data.folder import image_channels
+        from labkit.evaluation import needs_tiles, tile_windows, window_outputs
 
         sample = self.dataset[int(index)]
         image = torch.as_tensor(sample["image"]).float()
@@ -323,9 +330,9 @@ class ModelExplorer:
         if in_channels:
             image = image_channels(image, int(in_channels))
             if image.shape[0] != int(in_channels):
-                raise DataError(f"{_name(self.dataset, index)}: {image.shape[0]} channels, the model takes {in_channels}")
-        from labkit.evaluation import needs_tiles, tile_windows, window_outputs
-
+                raise DataError(
+                    f"{_name(self.dataset, index)}: {image.shape[0]} channels, the model takes {in_channels}"
+                )
         size = tuple(image.shape[-2:])
         windows = tile_windows(size, self.tile) if self.tile and needs_tiles(size, self.tile) else [(0, 0, *size)]
         was_training = self.model.training
@@ -334,13 +341,11 @@ class ModelExplorer:
             self.outputs = window_outputs(self.model, image, windows, device=self.device)
         finally:
             self.model.train(was_training)
-        self.windows, self.sample = windows, sample
+        self.windows, self.sample, self.index = windows, sample, int(index)
         return self.update()
 
     def update(self) -> dict[str, Any]:
         """Decode the stored outputs with the current parameters and redraw; returns the history record."""
-        import time
-
         from labkit.clustering import score_instances
         from labkit.evaluation import decode_windows
 
@@ -361,7 +366,7 @@ class ModelExplorer:
         scale = self.scale or (3 if max(height, width) <= 128 else 2 if max(height, width) <= 320 else 1)
         self.picture.value = overlay_png(self.sample["image"], instances, scale)
         self._draw_3d(instances, params)
-        record = {**params, "image": int(self.image_menu.value), "n_instances": n_instances, "seconds": seconds,
+        record = {**params, "image": self.index, "n_instances": n_instances, "seconds": seconds,
                   **(scores or {})}
         self.history.append(record)
         return record
@@ -389,7 +394,8 @@ class ModelExplorer:
         if embedding is not None:
             sphere = "embedding" in self.method.normalized_heads()
             title = ", ".join(f"{k}={v}" for k, v in params.items()) or "defaults"
-            self.figure = embedding_figure(paste_windows(embedding, self.windows, tuple(instances.shape)), instances, max_points=self.max_points, sphere=sphere,
+            pasted = paste_windows(embedding, self.windows, tuple(instances.shape))
+            self.figure = embedding_figure(pasted, instances, max_points=self.max_points, sphere=sphere,
                                            title=f"embedding of the decoded instances ({title})")
         with self.view3d:
             self.view3d.clear_output(wait=True)
