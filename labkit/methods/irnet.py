@@ -23,8 +23,11 @@ Weak supervision: no mask reaches training.  :meth:`IRNet.loss` reads only
 ``labels`` (stage 1) or the mined ``relations`` (stage 3) from the batch
 (:func:`weak_batch` drops every other key first), and stages 2-3 read the
 data through :class:`labkit.data.weak.ImageLabels`, which never returns
-``instances`` or ``semantic``.  A test trains with the masks scrambled and
-gets identical weights and pseudo labels.
+``instances`` or ``semantic``.  ``labkit train`` hands stage 1 the full
+dataset (its loader still batches the masks), so there the firewall is
+``weak_batch``; pass ``ImageLabels(dataset)`` to :func:`labkit.train.train`
+to keep the masks out of the batches too (notebook 04 does).  A test trains
+with the masks scrambled and gets identical weights and pseudo labels.
 
 Decoding a test image (``evaluate``/``predict``) uses the same model: the
 image labels are predicted (pooled CAM logit > 0), the CAMs are single-scale,
