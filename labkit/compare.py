@@ -33,6 +33,7 @@ import html
 import io
 import json
 import logging
+import shutil
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -370,12 +371,33 @@ def train_for_comparison(
         lr = getattr(method.defaults, "lr", 1e-3)
         kwargs = dict(epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed, progress=progress,
                       data_spec=spec)
+        if not _resumable(out, method, model, kwargs):  # the folder is this comparison's own: start afresh
+            log.info("%s holds a run with other settings; training %s on %s afresh", out, key, family)
+            shutil.rmtree(out)
         train(method, model, train_set, out_dir=out, **kwargs)
         method.post_train(model, train_set, out_dir=out, train_kwargs=kwargs)
     except LabkitError as exc:
         log.warning("%s does not apply to %s: %s", key, family, exc)
         return None, str(exc)
     return str(out), None
+
+
+def _resumable(out: Path, method: Any, model: nn.Module, kwargs: dict[str, Any]) -> bool:
+    """True unless ``out`` holds a checkpoint of another method, parameters, model or optimiser setting."""
+    import dataclasses
+
+    from labkit.checkpoint import CHECKPOINT_NAME, read_checkpoint
+
+    if not (out / CHECKPOINT_NAME).is_file():
+        return True
+    try:
+        state = read_checkpoint(out)
+    except LabkitError:
+        return False
+    return (state["method"]["key"] == method.key
+            and state["method"]["params"] == dataclasses.asdict(method.defaults)
+            and state["model"]["config"] == model.config
+            and all(state["training"].get(k) == kwargs[k] for k in ("batch_size", "lr", "seed")))
 
 
 # -- figures ----------------------------------------------------------------
@@ -469,7 +491,7 @@ def embeddings_figure(entries: dict[str, Entry], sample: dict[str, Any], *, max_
                for i in labels for c in [colors[int(i)]]]
         fig.add_trace(go.Scatter3d(x=xyz[:, 0], y=xyz[:, 1], z=xyz[:, 2], mode="markers", name=name,
                                    marker=dict(size=2, color=rgb), showlegend=False), row=1, col=col)
-    fig.update_layout(height=420, width=max(420, 360 * len(views)), margin=dict(l=0, r=0, t=40, b=0))
+    fig.update_layout(height=420, width=min(980, max(420, 330 * len(views))), margin=dict(l=0, r=0, t=40, b=0))
     return fig
 
 

@@ -234,3 +234,17 @@ def test_methods_that_could_not_train_get_a_row(monkeypatch):
                    skipped={"irnet": "this family has no image-level labels"})["rows"]
     assert [r["name"] for r in rows] == ["watershed", "irnet"]
     assert rows[1]["status"] == NOT_APPLICABLE and "labels" in rows[1]["reason"] and list(rows[1]) == list(COLUMNS)
+
+
+def test_train_for_comparison_resumes_its_own_run_and_restarts_a_changed_one(tmp_path):
+    from labkit.compare import train_for_comparison
+
+    run, reason = train_for_comparison("semantic", "sticks", tmp_path / "r", samples=4, epochs=1, device="cpu")
+    assert reason is None and (tmp_path / "r" / "model.pt").is_file()
+    first = (tmp_path / "r" / "model.pt").stat().st_mtime_ns
+    run, reason = train_for_comparison("semantic", "sticks", tmp_path / "r", samples=4, epochs=1, device="cpu")
+    assert reason is None and (tmp_path / "r" / "model.pt").stat().st_mtime_ns == first  # nothing left to train
+    run, reason = train_for_comparison("semantic", "sticks", tmp_path / "r", samples=4, epochs=1, device="cpu",
+                                       ignore_index=254)  # other method parameters: not a reason to give up
+    assert reason is None and run == str(tmp_path / "r")
+    assert (tmp_path / "r" / "model.pt").stat().st_mtime_ns != first

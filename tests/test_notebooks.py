@@ -94,6 +94,25 @@ def check_03_dvis(m: dict) -> None:
     assert a["+ binary"]["ap50"] > a["pairwise only"]["ap50"], "the binary term should help"
 
 
+def check_07_compare(m: dict) -> None:
+    everyone = m["trainable"] + m["training_free"]
+    assert set(m["families"]) >= {"sticks"}
+    for family, rows in m["families"].items():
+        present = {name.split(" ")[0] for name in rows}
+        assert set(everyone) <= present, f"{family}: no row for {sorted(set(everyone) - present)}"
+        for name, r in rows.items():
+            assert r["status"] in ("ok", "not applicable"), (family, name, r["status"])
+            if r["status"] == "not applicable":
+                assert r["reason"], f"{family}/{name} is not applicable without a reason"
+            else:
+                assert 0.0 <= r["ap50"] <= 1.0 and 0.0 <= r["matching_accuracy"] <= 1.0
+                assert r["decode_ms"] > 0 and (r["params"] == 0) == (name.split(" ")[0] in m["training_free"])
+    sticks = m["families"]["sticks"]
+    trained = [r["ap50"] for n, r in sticks.items() if r["status"] == "ok" and r["params"] > 0]
+    baselines = [r["ap50"] for n, r in sticks.items() if r["status"] == "ok" and r["params"] == 0]
+    assert max(trained) > max(baselines), "a trained method should beat watershed/components on crossed sticks"
+
+
 CHECKS = {
     "00_tour": check_00_tour,
     "01_discriminative_loss": check_01_discriminative_loss,
@@ -102,6 +121,7 @@ CHECKS = {
     "04_irnet": check_04_irnet,
     "05_hle": check_05_hle,
     "06_bandwidth_tuning": check_06_bandwidth_tuning,
+    "07_compare": check_07_compare,
     "08_your_own_data": check_08_your_own_data,
 }
 
@@ -110,11 +130,17 @@ def test_every_notebook_has_a_check():
     assert {nb.stem for nb in NOTEBOOKS} <= set(CHECKS), "add a metrics check for each new notebook"
 
 
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory):
+    """One output folder for every notebook, as `make run` uses: later notebooks reuse earlier checkpoints."""
+    return tmp_path_factory.mktemp("notebooks")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[nb.stem for nb in NOTEBOOKS])
-def test_notebook_runs_and_writes_metrics(notebook, tmp_path):
-    metrics = run_notebook(notebook, tmp_path, profile="fast", seed=0, html=False)
+def test_notebook_runs_and_writes_metrics(notebook, run_folder):
+    metrics = run_notebook(notebook, run_folder, profile="fast", seed=0, html=False)
     assert metrics, "metrics.json is empty"
     assert all(math.isfinite(x) for x in _finite_numbers(metrics))
-    assert json.loads((tmp_path / notebook.stem / "metrics.json").read_text()) == metrics
+    assert json.loads((run_folder / notebook.stem / "metrics.json").read_text()) == metrics
     CHECKS[notebook.stem](metrics)
