@@ -39,3 +39,53 @@ def test_write_rejects_non_dict(tmp_path):
     with pytest.raises(LabkitError, match="names"):
         write_decode_json(tmp_path, {"": 1.0})
     assert not (tmp_path / DECODE_NAME).exists()
+
+
+def test_grid_points_and_best_point():
+    from labkit.tuning import best_point, format_curve, grid_points
+
+    points = grid_points({"bandwidth": [0.5, 1.0], "split_components": [False, True]})
+    assert points == [
+        {"bandwidth": 0.5, "split_components": False}, {"bandwidth": 0.5, "split_components": True},
+        {"bandwidth": 1.0, "split_components": False}, {"bandwidth": 1.0, "split_components": True},
+    ]
+    curve = [{"params": p, "score": s} for p, s in zip(points, [0.2, 0.7, 0.7, 0.1])]
+    assert best_point(curve) is curve[1]  # the first of equals
+    table = format_curve(curve, "matching_accuracy", curve[1])
+    assert table.count("\n") == 5 and table.splitlines()[3].endswith("*")
+    with pytest.raises(LabkitError, match="no candidate values"):
+        grid_points({"bandwidth": []})
+    with pytest.raises(LabkitError, match="empty"):
+        best_point([])
+
+
+def test_sweep_scores_each_setting_on_cached_outputs():
+    """A decoder whose output depends on one parameter: the sweep finds the setting that matches the truth."""
+    import torch
+
+    from labkit.tuning import CachedImage, resolve_metric, sweep
+
+    truth = torch.zeros(8, 8, dtype=torch.int64)
+    truth[1:4, 1:4] = 1
+    truth[5:8, 5:8] = 2
+
+    class Fake:
+        key = "fake"
+
+        def decode(self, outputs, threshold, **params):
+            inst = torch.where(outputs["x"][0, 0] > threshold, truth, torch.zeros_like(truth))
+            ids = inst.unique()
+            ids = ids[ids > 0]
+            return [{"instances": inst, "ids": ids, "classes": torch.ones_like(ids),
+                     "scores": torch.ones(len(ids))}]
+
+    x = torch.zeros(1, 1, 8, 8)
+    x[0, 0, 1:4, 1:4] = 0.5  # object 1 is dim: only a low threshold keeps it
+    x[0, 0, 5:8, 5:8] = 1.0
+    cached = [CachedImage({"x": x}, [(0, 0, 8, 8)], {"instances": truth})]
+    curve = sweep(Fake(), cached, {"threshold": [0.7, 0.3, 1.5]}, metric="matching_accuracy", progress=False)
+    assert [row["score"] for row in curve] == [0.5, 1.0, 0.0]
+    assert resolve_metric("auto", type("D", (), {"class_names": ["bg", "a", "b"]})()) == "ap50"
+    assert resolve_metric("auto", type("D", (), {"class_names": ["bg", "cell"]})()) == "matching_accuracy"
+    with pytest.raises(LabkitError, match="unknown tuning metric"):
+        resolve_metric("f1", None)
