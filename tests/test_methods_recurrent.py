@@ -310,3 +310,14 @@ def test_split_classes_cuts_apart_pieces_of_different_classes_only():
     assert len(out[1:4, 1:4].unique()) == len(out[1:4, 8:11].unique()) == 1 and out[1, 1] != out[1, 8]
     assert out[6, 1] == out[6, 6] and out[9, 11] not in (out[6, 1], out[1, 1], out[1, 8])
     assert out[0, 0] == 0 and sorted(out.unique().tolist()) == [0, 1, 2, 3, 4]
+
+
+def test_decode_grid_sweeps_delta_around_the_tied_value_and_decode_accepts_it():
+    method = methods.get("recurrent")
+    grid = method.decode_grid()
+    assert set(grid) == {"delta"}
+    assert grid["delta"] == pytest.approx([6 * 0.5**0.5, 6.0, 6 * 2**0.5, 12.0], rel=1e-4)  # concentration x 0.5..4
+    outputs = simplex_outputs(scene(), noise=0.05)
+    for delta in grid["delta"]:  # the three groups 120 degrees apart stay separate at every candidate
+        (pred,) = method.decode(outputs, delta=delta, proposal_scales=())
+        assert len(pred["ids"]) == 2
