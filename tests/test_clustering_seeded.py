@@ -105,3 +105,14 @@ def test_batched_seeds_respect_max_tries_and_min_size():
 def test_bad_batch_size(bad):
     with pytest.raises(DataError, match="batch_size"):
         seeded_mean_shift(np.ones((3, 2)), 1.0, batch_size=bad)
+
+
+def test_shifting_against_a_subset_finds_the_same_clusters():
+    X, y = make_blobs(n_samples=3000, centers=4 * np.eye(5), cluster_std=0.08, random_state=8)
+    centers, labels = seeded_mean_shift(X, 0.5, max_shift_points=300, seed=1)
+    assert len(centers) == 5 and adjusted_rand_score(y, labels) == 1.0
+    full, _ = seeded_mean_shift(X, 0.5, seed=1)
+    order = [int(np.argmin(np.linalg.norm(full - c, axis=1))) for c in centers]
+    np.testing.assert_allclose(centers, full[order], atol=0.05)  # a mean of 300 points instead of 3000
+    with pytest.raises(DataError, match="max_shift_points"):
+        seeded_mean_shift(X, 0.5, max_shift_points=0)

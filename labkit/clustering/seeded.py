@@ -59,6 +59,7 @@ def seeded_mean_shift(
     seed: int = 0,
     chunk_size: int = DEFAULT_CHUNK,
     batch_size: int = 64,
+    max_shift_points: int | None = None,
 ) -> tuple[Any, Any]:
     """Cluster the rows of ``X [N, D]`` one instance at a time; returns ``(centers [K, D], labels [N])``.
 
@@ -67,6 +68,11 @@ def seeded_mean_shift(
     when ``cluster_all``). numpy in, numpy out; tensor in, tensor out (same
     device). Kernels as in :class:`labkit.clustering.MeanShift` (``"flat"``,
     ``"gaussian"``, ``"vmf"``; vMF normalises the rows).
+
+    ``max_shift_points``: when there are more points, seeds are shifted
+    against a fixed random subset of that many (drawn once from ``seed``), an
+    unbiased estimate of each mean; balls, labels and the stopping rules still
+    use every point.  None (default): shift against all points.
     """
     points, back = as_points(X)
     bandwidth = check_bandwidth(bandwidth)
@@ -76,6 +82,8 @@ def seeded_mean_shift(
     if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
         raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
     batch_size = int(batch_size)
+    if max_shift_points is not None and (isinstance(max_shift_points, bool) or int(max_shift_points) < 1):
+        raise DataError(f"max_shift_points must be a positive integer or None, got {max_shift_points!r}")
     n = len(points)
     if kernel == "vmf" and n:
         norms = points.norm(dim=1, keepdim=True)
@@ -90,13 +98,17 @@ def seeded_mean_shift(
     batch = min(4, batch_size)
     r2 = bandwidth * bandwidth
     sq_points = (points * points).sum(1)
+    shift_points = points
+    if max_shift_points is not None and n > int(max_shift_points):
+        subset = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))[: int(max_shift_points)]
+        shift_points = points[subset.to(points.device)]
     with torch.inference_mode():
         while tries < max_tries and int(n - visited.sum()) >= max(1, min_unlabelled):
             candidates = (~visited).nonzero().squeeze(1)
             draw = min(batch, max_tries - tries, len(candidates))
             pick = torch.randperm(len(candidates), generator=generator)[:draw]
             starts = candidates[pick.to(candidates.device)]
-            modes = _shift_many(points, points[starts], bandwidth, kernel, max_iter, chunk_size)
+            modes = _shift_many(shift_points, points[starts], bandwidth, kernel, max_iter, chunk_size)
             balls = _balls(points, sq_points, modes, r2, chunk_size)
             for start, mode, ball in zip(starts.tolist(), modes, balls):
                 if visited[start]:  # covered by a ball of this batch: not drawn

@@ -86,6 +86,10 @@ from labkit.methods.embedding import (
 from labkit.methods.semantic import instance_cross_entropy, semantic_cross_entropy
 
 
+#: seeds are shifted against at most this many foreground pixels (see :func:`cluster_embeddings`)
+SHIFT_POINTS = 16384
+
+
 @dataclasses.dataclass
 class DiscriminativeParams:
     """The paper's (authors' code) defaults, plus decoding and training defaults."""
@@ -226,7 +230,7 @@ class Discriminative(Method):
 
 def cluster_embeddings(
     points: Tensor, bandwidth: float, assign_radius: float, merge_radius: float = 0.0, *,
-    min_size: int = 1, max_seeds: int = 1000, seed: int = 0,
+    min_size: int = 1, max_seeds: int = 1000, seed: int = 0, max_shift_points: int | None = SHIFT_POINTS,
 ) -> tuple[Tensor, Tensor]:
     """Seeded mean shift of ``points [N, D]``; ``(assignment [N], quality [M])``.
 
@@ -237,12 +241,16 @@ def cluster_embeddings(
     larger one absorbs them).  ``assignment`` is then the index of each point's
     nearest mode, ``-1`` for a point farther than ``assign_radius`` from every
     mode; ``quality`` is, per mode, the fraction of its points within
-    ``bandwidth`` of it.
+    ``bandwidth`` of it.  Seeds are shifted against at most ``max_shift_points``
+    of the points (a fixed random subset; every point below that, as on 64x64
+    scenes), so a 512x1024 image costs a shift about what a 128x128 one does;
+    the balls and the assignment use every point.
     """
     from labkit.clustering import seeded_mean_shift
 
     points = points.float()
-    modes, _ = seeded_mean_shift(points, bandwidth, min_size=min_size, max_tries=max_seeds, seed=seed)
+    modes, _ = seeded_mean_shift(points, bandwidth, min_size=min_size, max_tries=max_seeds, seed=seed,
+                                 max_shift_points=max_shift_points)
     if len(modes) == 0:
         return torch.full((len(points),), -1, dtype=torch.int64, device=points.device), points.new_zeros(0)
     if merge_radius > 0 and len(modes) > 1:
