@@ -88,6 +88,9 @@ from labkit.methods.semantic import instance_cross_entropy, semantic_cross_entro
 
 #: seeds are shifted against at most this many foreground pixels (see :func:`cluster_embeddings`)
 SHIFT_POINTS = 16384
+#: default cap on the seeds tried per image: far more than the objects of any scene; beyond it, seeds only
+#: visit stragglers, which join their nearest mode (within ``assign_radius``) anyway
+MAX_SEEDS = 1024
 
 
 @dataclasses.dataclass
@@ -108,7 +111,7 @@ class DiscriminativeParams:
     merge_radius: float | None = None  # modes this close to a larger one merge into it; None = delta_d
     assign_radius: float | None = None  # pixels farther from every mode stay unlabelled; None = delta_d
     min_area: int = 8  # smallest instance kept, in pixels
-    max_seeds: int | None = None  # seeds tried per image; None = max(256, foreground pixels / 64)
+    max_seeds: int | None = None  # seeds tried per image; None = foreground pixels / 64, within [256, MAX_SEEDS]
     split_components: bool = False  # spatially separate pieces of one cluster become separate instances
     width: int = 16  # UNet width (channels of the first level)
     depth: int = 4  # UNet downsamplings
@@ -214,7 +217,7 @@ class Discriminative(Method):
             return empty_prediction(height, width, embedding.device)
         points = embedding.reshape(embedding.shape[0], -1).t()
         index = fg.reshape(-1).nonzero(as_tuple=True)[0]
-        seeds = max(256, len(index) // 64) if max_seeds is None else int(max_seeds)
+        seeds = min(max(256, len(index) // 64), MAX_SEEDS) if max_seeds is None else int(max_seeds)
         assignment, quality = cluster_embeddings(
             points[index], bandwidth, assign_radius, merge_radius, min_size=min_area, max_seeds=seeds
         )
