@@ -240,8 +240,10 @@ def test_cli_train_evaluate_predict_on_a_16bit_instance_folder(key, tmp_path, ca
                  "--json", str(tmp_path / "eval.json")]) == 0
     results = json.loads((tmp_path / "eval.json").read_text())
     assert results["method"] == key and results["n_images"] == 3 and 0.0 <= results["ap50"] <= 1.0
+    # the 40x40 images exceed the 32-pixel crop, so predict tiles them by default; tiles keep one
+    # stitched instance map, so overlapping proposals need whole-image prediction (--tile 0)
     assert main(["predict", "--checkpoint", str(run / "model.pt"), "--input", str(folder),
-                 "--out", str(tmp_path / "pred")]) == 0
+                 "--out", str(tmp_path / "pred"), "--tile", "0"]) == 0
     mask = np.asarray(Image.open(tmp_path / "pred" / "cell0.png"))
     assert mask.dtype == np.uint16 and mask.shape == (40, 40)
     index = json.loads((tmp_path / "pred" / "predictions.json").read_text())["images"]
@@ -253,6 +255,10 @@ def test_cli_train_evaluate_predict_on_a_16bit_instance_folder(key, tmp_path, ca
         proposals = np.load(tmp_path / "pred" / "cell0.proposals.npz")
         assert proposals["masks"].shape == (entry["proposals"], 40, 40) and proposals["masks"].dtype == bool
         assert len(proposals["scores"]) == entry["proposals"] >= len(entry["ids"])
+        assert main(["predict", "--checkpoint", str(run / "model.pt"), "--input", str(folder),
+                     "--out", str(tmp_path / "tiled")]) == 0
+        assert not (tmp_path / "tiled" / "cell0.proposals.npz").exists()
+        assert np.asarray(Image.open(tmp_path / "tiled" / "cell0.png")).shape == (40, 40)
     capsys.readouterr()
 
 
