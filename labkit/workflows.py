@@ -174,6 +174,10 @@ def train_run(
     if len(train_set) == 0:
         raise DataError(f"{data}: no training images")
     model = m.build_model(in_channels=train_set.in_channels, num_classes=train_set.num_classes, backbone=backbone)
+    seen = m.training_view(train_set)
+    weak = seen is not train_set
+    if weak and val_set is not None:
+        val_set = m.training_view(val_set)
     train_kwargs = dict(
         epochs=epochs or getattr(m.defaults, "epochs", DEFAULT_EPOCHS),
         batch_size=batch_size, lr=lr or getattr(m.defaults, "lr", DEFAULT_LR),
@@ -181,14 +185,14 @@ def train_run(
         steps_per_epoch=steps_per_epoch,
     )
     val_metric = None
-    if val_set is not None and m.task == "instance":
+    if val_set is not None and m.task == "instance" and not weak:
         val_metric = validation_metric(m, val_set, tile=tile, device=resolve_device(device))
     write_json(out / RUN_NAME, {
         "method": m.key, "data": str(data), "crop": crop, "tile": tile, "augment": None if tile is None else augment,
         "steps_per_epoch": steps_per_epoch, "batch_size": batch_size,
         "val_metric": getattr(val_metric, "metric", None), **split,
     })
-    history = train(m, model, train_set, out_dir=out, val_set=val_set, val_metric=val_metric, **train_kwargs)
+    history = train(m, model, seen, out_dir=out, val_set=val_set, val_metric=val_metric, **train_kwargs)
     m.post_train(model, train_set, out_dir=out, train_kwargs=train_kwargs)
     return history
 

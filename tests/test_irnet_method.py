@@ -45,7 +45,7 @@ def _run(dataset, out: Path):
     torch.manual_seed(0)
     model = method.build_model(in_channels=3, num_classes=5)
     kwargs = dict(epochs=1, batch_size=2, lr=1e-3, device="cpu", seed=0, resume=True, progress=False)
-    train(method, model, dataset, out_dir=out, **kwargs)
+    train(method, model, method.training_view(dataset), out_dir=out, **kwargs)  # as labkit train does
     method.post_train(model, dataset, out_dir=out, train_kwargs=kwargs)
     return method, model
 
@@ -102,6 +102,12 @@ def test_data_without_image_labels_is_refused():
         method.loss(outputs, {"instances": torch.zeros(1, 8, 8, dtype=torch.long)})
     with pytest.raises(LabkitError, match="foreground class"):
         method.heads(1)
+
+
+def test_labkit_train_sees_the_weak_view():
+    method = methods.get("irnet")
+    assert set(method.training_view(Tiny(n=1))[0]) <= {"image", "labels", "name"}
+    assert methods.get("discriminative").training_view(dataset := Tiny(n=1)) is dataset
 
 
 def test_weak_view_drops_masks():

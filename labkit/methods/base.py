@@ -82,6 +82,15 @@ class Method:
         """One prediction dict per image (DESIGN.md, "Data contract")."""
         raise NotImplementedError
 
+    def training_view(self, dataset: Any) -> Any:
+        """The training data as this method may see it; default: whole samples.
+
+        A weakly supervised method returns a view without masks (``irnet``:
+        image-level labels only), and ``labkit train`` then keeps no best
+        epoch chosen by masks (no ``best.pt``; ``model.pt`` is the last epoch).
+        """
+        return dataset
+
     def post_train(self, model: nn.Module, train_set: Any, *, out_dir: Any, train_kwargs: dict[str, Any]) -> None:
         """Training stages after the main network (a verification head, pseudo labels); default: none.
 

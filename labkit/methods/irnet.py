@@ -23,11 +23,11 @@ Weak supervision: no mask reaches training.  :meth:`IRNet.loss` reads only
 ``labels`` (stage 1) or the mined ``relations`` (stage 3) from the batch
 (:func:`weak_batch` drops every other key first), and stages 2-3 read the
 data through :class:`labkit.data.weak.ImageLabels`, which never returns
-``instances`` or ``semantic``.  ``labkit train`` hands stage 1 the full
-dataset (its loader still batches the masks), so there the firewall is
-``weak_batch``; pass ``ImageLabels(dataset)`` to :func:`labkit.train.train`
-to keep the masks out of the batches too (notebook 04 does).  A test trains
-with the masks scrambled and gets identical weights and pseudo labels.
+``instances`` or ``semantic``: :meth:`IRNet.training_view` gives
+``labkit train`` that view for stage 1 too (and no mask-based choice of the
+best epoch), and ``weak_batch`` stays as a second firewall for callers of
+:func:`labkit.train.train` that pass a whole dataset.  A test trains with
+the masks scrambled and gets identical weights and pseudo labels.
 
 Decoding a test image (``evaluate``/``predict``) uses the same model: the
 image labels are predicted (pooled CAM logit > 0), the CAMs are single-scale,
@@ -218,6 +218,10 @@ class IRNet(Method):
         return {"bg_level": [0.15, 0.25, 0.35, 0.5], "centroid_threshold": [1.0, 1.5, 2.5]}
 
     # -- stages 2-3 ------------------------------------------------------------
+    def training_view(self, dataset: Any) -> ImageLabels:
+        """The image and its image-level labels only: no mask reaches any stage."""
+        return ImageLabels(dataset)
+
     def post_train(self, model: nn.Module, train_set: Any, *, out_dir: Any, train_kwargs: dict[str, Any]) -> None:
         """Relation mining, IRNet training into ``out_dir/irn``, mean-displacement removal, pseudo labels.
 
