@@ -272,3 +272,20 @@ def test_instance_class_is_the_highest_mean_log_probability_not_the_pixel_majori
     assert pred["classes"].tolist() == [2]
     # share of the foreground probability for class 2, averaged over the pixels
     assert pred["scores"].item() == pytest.approx(0.9 * (0.44 / 0.9 + 0.44 / 0.9 + 0.88 / 0.9) / 3, rel=1e-5)
+
+
+def test_split_components_keeps_every_piece_of_min_area_unless_piece_fraction_asks_more():
+    """Look-alike objects far apart share one embedding; splitting must free the small ones too."""
+    method = methods.get("discriminative", per_class=False)
+    semantic = torch.full((1, 2, 24, 24), -4.0)
+    semantic[0, 0] = 4.0
+    for y0, y1, x0, x1 in ((1, 11, 1, 11), (15, 19, 15, 19)):  # a 100-pixel and a 16-pixel object
+        semantic[0, 0, y0:y1, x0:x1], semantic[0, 1, y0:y1, x0:x1] = -4.0, 4.0
+    outputs = {"embedding": torch.zeros(1, 8, 24, 24), "semantic": semantic}  # one embedding for both
+    (whole,) = method.decode(outputs)
+    (split,) = method.decode(outputs, split_components=True)
+    (crumbs,) = method.decode(outputs, split_components=True, piece_fraction=0.25)
+    assert len(whole["ids"]) == 1 and len(crumbs["ids"]) == 1  # 16 < 0.25 x 100: joins the large piece
+    assert len(split["ids"]) == 2 and sorted((split["instances"] == i).sum().item() for i in split["ids"]) == [16, 100]
+    (dropped,) = method.decode(outputs, split_components=True, min_area=20)
+    assert len(dropped["ids"]) == 1 and (dropped["instances"] > 0).sum() == 100

@@ -113,6 +113,9 @@ class DiscriminativeParams:
     min_area: int = 8  # smallest instance kept, in pixels
     max_seeds: int | None = None  # seeds tried per image; None = foreground pixels / 64, within [256, MAX_SEEDS]
     split_components: bool = False  # spatially separate pieces of one cluster become separate instances
+    # with split_components: a piece needs this fraction of its cluster's largest piece to stand alone
+    # (smaller ones join the largest); 0 = every piece of min_area pixels stands alone
+    piece_fraction: float = 0.0
     width: int = 16  # UNet width (channels of the first level)
     depth: int = 4  # UNet downsamplings
     coords: bool = False  # pixel-coordinate input channels (UNet), see labkit.models.unet
@@ -174,7 +177,8 @@ class Discriminative(Method):
         """One scored prediction per image; ``params`` override the decoding defaults.
 
         Accepted: ``bandwidth``, ``merge_radius``, ``assign_radius``, ``min_area``, ``max_seeds``,
-        ``split_components`` (off by default: a stick crossed by another is in two pieces), ``per_class``
+        ``split_components`` (off by default: a stick crossed by another is in two pieces),
+        ``piece_fraction`` (see :func:`labkit.methods.embedding.split_components`), ``per_class``
         and ``things`` (class ids that count as objects; default: every
         non-background class).
         """
@@ -185,7 +189,7 @@ class Discriminative(Method):
     def _decode_options(self, params: dict[str, Any]) -> dict[str, Any]:
         known = {
             "bandwidth", "merge_radius", "assign_radius", "min_area", "max_seeds", "split_components", "per_class",
-            "things",
+            "things", "piece_fraction",
         }
         unknown = sorted(set(params) - known)
         if unknown:
@@ -201,6 +205,7 @@ class Discriminative(Method):
             "min_area": int(params.get("min_area", p.min_area)),
             "max_seeds": params.get("max_seeds", p.max_seeds),
             "split": bool(params.get("split_components", p.split_components)),
+            "piece_fraction": float(params.get("piece_fraction", p.piece_fraction)),
             "per_class": bool(params.get("per_class", p.per_class)),
             "things": params.get("things"),
         }
@@ -208,7 +213,7 @@ class Discriminative(Method):
     def decode_one(
         self, embedding: Tensor, logits: Tensor, *, bandwidth: float, merge_radius: float,
         assign_radius: float, min_area: int, max_seeds: int | None, split: bool, per_class: bool,
-        things: Any = None,
+        things: Any = None, piece_fraction: float = 0.0,
     ) -> Prediction:
         """Cluster one image's embedding ``[D,H,W]`` inside the foreground of ``logits [K,H,W]``."""
         height, width = embedding.shape[1:]
@@ -227,7 +232,7 @@ class Discriminative(Method):
         if per_class:
             labels, quality = split_classes(labels, probs[1:].argmax(dim=0) + 1, quality)
         if split:
-            labels, quality = split_components(labels, quality)
+            labels, quality = split_components(labels, quality, min_fraction=piece_fraction)
         return build_prediction(labels, probs, quality, min_area=min_area)
 
 
