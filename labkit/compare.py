@@ -374,7 +374,7 @@ def train_for_comparison(
         if not _resumable(out, method, model, kwargs):  # the folder is this comparison's own: start afresh
             log.info("%s holds a run with other settings; training %s on %s afresh", out, key, family)
             shutil.rmtree(out)
-        train(method, model, train_set, out_dir=out, **kwargs)
+        train(method, model, method.training_view(train_set), out_dir=out, **kwargs)  # as labkit train does
         method.post_train(model, train_set, out_dir=out, train_kwargs=kwargs)
     except LabkitError as exc:
         log.warning("%s does not apply to %s: %s", key, family, exc)
