@@ -7,6 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PROFILE ?= fast
 OUT    ?= runs/latest
+TEST_JOBS ?= 2
 
 .PHONY: run test chromium lab bench venv clean
 
@@ -26,11 +27,12 @@ CHROMIUM := /usr/bin/chromium
 # jupyter refuses to start as root (containers, cloud notebooks) without this flag
 ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-## test: the whole test suite (unit, property, notebook, browser)
+## test: the whole test suite (unit, property, notebook, browser), on TEST_JOBS worker processes
+## of one PyTorch thread each (tests/conftest.py says why); TEST_JOBS=0 runs it in one process.
 ## The browser test drives Debian's chromium: installed here with apt-get when
 ## missing and running as root (CI, containers); otherwise one line says how.
 test: $(STAMP) chromium
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist worksteal
 
 chromium:
 	@if [ -x $(CHROMIUM) ]; then :; \

@@ -132,17 +132,15 @@ def test_every_notebook_has_a_check():
     assert {nb.stem for nb in NOTEBOOKS} <= set(CHECKS), "add a metrics check for each new notebook"
 
 
-@pytest.fixture(scope="module")
-def run_folder(tmp_path_factory):
-    """One output folder for every notebook, as `make run` uses: later notebooks reuse earlier checkpoints."""
-    return tmp_path_factory.mktemp("notebooks")
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[nb.stem for nb in NOTEBOOKS])
-def test_notebook_runs_and_writes_metrics(notebook, run_folder):
-    metrics = run_notebook(notebook, run_folder, profile="fast", seed=0, html=False)
+def test_notebook_runs_and_writes_metrics(notebook, tmp_path):
+    """Each notebook in a folder of its own, so the tests can run in any order and in parallel.
+
+    `make run` shares one folder, where notebook 07 reuses the checkpoints of 01-05; here it
+    trains its own (the reuse itself: tests/test_compare.py, ``find_runs``)."""
+    metrics = run_notebook(notebook, tmp_path, profile="fast", seed=0, html=False)
     assert metrics, "metrics.json is empty"
     assert all(math.isfinite(x) for x in _finite_numbers(metrics))
-    assert json.loads((run_folder / notebook.stem / "metrics.json").read_text()) == metrics
+    assert json.loads((tmp_path / notebook.stem / "metrics.json").read_text()) == metrics
     CHECKS[notebook.stem](metrics)
