@@ -348,14 +348,13 @@ def train_for_comparison(
 ) -> tuple[str | None, str | None]:
     """Train ``key`` on ``samples`` scenes of ``family`` into ``out`` (resumable); ``(run, reason)``.
 
-    The same loop as ``labkit train`` (:func:`labkit.train.train`, then the
-    method's ``post_train`` stages), with a fixed budget of ``samples`` x
+    The same stages as ``labkit train`` (:func:`labkit.train.train_method`), with a fixed budget of ``samples`` x
     ``epochs``.  A method that does not apply to the family (its
     ``applies_to`` says so, or it raises :class:`LabkitError` while
     training) returns ``(None, reason)``.
     """
     from labkit.data.synthetic import SyntheticScenes
-    from labkit.train import train
+    from labkit.train import train_method
     from labkit.workflows import training_transform
 
     spec = f"synthetic:{family}"
@@ -374,8 +373,7 @@ def train_for_comparison(
         if not _resumable(out, method, model, kwargs):  # the folder is this comparison's own: start afresh
             log.info("%s holds a run with other settings; training %s on %s afresh", out, key, family)
             shutil.rmtree(out)
-        train(method, model, method.training_view(train_set), out_dir=out, **kwargs)  # as labkit train does
-        method.post_train(model, train_set, out_dir=out, train_kwargs=kwargs)
+        train_method(method, model, train_set, out_dir=out, **kwargs)  # every stage, as labkit train runs them
     except LabkitError as exc:
         log.warning("%s does not apply to %s: %s", key, family, exc)
         return None, str(exc)

@@ -252,6 +252,28 @@ def train(
     return history
 
 
+def train_method(
+    method: Method, model: nn.Module, train_set: Any, *, out_dir: str | Path, val_set: Any = None,
+    val_metric: Callable[[nn.Module], float] | None = None, **train_kwargs: Any,
+) -> dict[str, Any]:
+    """Every training stage of ``method``, as ``labkit train`` runs them; returns the network's history.
+
+    :func:`train` fits the network on the method's view of the data
+    (``method.training_view``: IRNet sees image labels only, with its
+    validation set seen the same way), then ``method.post_train`` runs the
+    method's later stages (DVIS's verification head, IRNet's relation mining,
+    IRNet and pseudo labels) on the full training set.  ``train_kwargs`` go
+    to :func:`train` and are passed on to the later stages (the validation
+    set and metric are the network's only).
+    """
+    seen = method.training_view(train_set)
+    if val_set is not None and seen is not train_set:
+        val_set = method.training_view(val_set)
+    history = train(method, model, seen, out_dir=out_dir, val_set=val_set, val_metric=val_metric, **train_kwargs)
+    method.post_train(model, train_set, out_dir=out_dir, train_kwargs=train_kwargs)
+    return history
+
+
 def _is_best(record: dict[str, Any], previous: list[dict[str, Any]]) -> bool:
     """Whether ``record``'s ``val_score`` beats every earlier epoch's (ties keep the earlier one)."""
     value = record["val_score"]

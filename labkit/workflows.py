@@ -153,7 +153,7 @@ def train_run(
     the module docstring (``augment``: auto, microscopy, photo, none).
     """
     from labkit.data import load_dataset
-    from labkit.train import resolve_device, train
+    from labkit.train import resolve_device, train_method
 
     m = methods.get(method, **(method_params or {}))
     if not m.trainable:
@@ -174,10 +174,7 @@ def train_run(
     if len(train_set) == 0:
         raise DataError(f"{data}: no training images")
     model = m.build_model(in_channels=train_set.in_channels, num_classes=train_set.num_classes, backbone=backbone)
-    seen = m.training_view(train_set)
-    weak = seen is not train_set
-    if weak and val_set is not None:
-        val_set = m.training_view(val_set)
+    weak = m.training_view(train_set) is not train_set  # image labels only: no mask-based validation figure
     train_kwargs = dict(
         epochs=epochs or getattr(m.defaults, "epochs", DEFAULT_EPOCHS),
         batch_size=batch_size, lr=lr or getattr(m.defaults, "lr", DEFAULT_LR),
@@ -192,9 +189,7 @@ def train_run(
         "steps_per_epoch": steps_per_epoch, "batch_size": batch_size,
         "val_metric": getattr(val_metric, "metric", None), **split,
     })
-    history = train(m, model, seen, out_dir=out, val_set=val_set, val_metric=val_metric, **train_kwargs)
-    m.post_train(model, train_set, out_dir=out, train_kwargs=train_kwargs)
-    return history
+    return train_method(m, model, train_set, out_dir=out, val_set=val_set, val_metric=val_metric, **train_kwargs)
 
 
 def _run_dir(checkpoint: str | Path) -> Path:

@@ -11,7 +11,7 @@ from labkit import methods
 from labkit.data import load_dataset
 from labkit.data.weak import ImageLabels
 from labkit.errors import DataError, LabkitError
-from labkit.train import load_checkpoint, train
+from labkit.train import load_checkpoint, train_method
 
 FAST = dict(width=4, depth=2, cam_scales=(1.0, 0.5), walk_steps=8, refine_steps=10, irn_epochs=1, train_radius=3)
 
@@ -45,8 +45,7 @@ def _run(dataset, out: Path):
     torch.manual_seed(0)
     model = method.build_model(in_channels=3, num_classes=5)
     kwargs = dict(epochs=1, batch_size=2, lr=1e-3, device="cpu", seed=0, resume=True, progress=False)
-    train(method, model, method.training_view(dataset), out_dir=out, **kwargs)  # as labkit train does
-    method.post_train(model, dataset, out_dir=out, train_kwargs=kwargs)
+    train_method(method, model, dataset, out_dir=out, **kwargs)  # every stage, as labkit train runs them
     return method, model
 
 
