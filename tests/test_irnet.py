@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from labkit.clustering.displacement import detect_centroids, instance_map, refine_displacement
+from labkit.clustering.displacement import detect_centroids, instance_map, nearest_centroid, refine_displacement
 from labkit.clustering.random_walk import (
     affinity_graph, dense_random_walk, propagate, random_walk, transition_matrix,
 )
@@ -206,6 +206,15 @@ def test_refinement_converges_to_the_centroids():
         refine_displacement(torch.zeros(3, 4, 4))
     with pytest.raises(LabkitError, match="NaN"):
         refine_displacement(torch.full((2, 4, 4), float("nan")))
+
+
+def test_nearest_centroid_in_chunks_equals_the_full_distance_matrix():
+    torch.manual_seed(0)
+    points, centroids = torch.rand(1000, 2) * 50, torch.rand(37, 2) * 50
+    full = torch.cdist(points, centroids).argmin(dim=1)
+    assert torch.equal(nearest_centroid(points, centroids, max_elements=100), full)  # chunks of 2 points
+    assert torch.equal(nearest_centroid(points, centroids, max_elements=10), full)  # fewer than K: one point
+    assert nearest_centroid(points[:0], centroids).shape == (0,)
 
 
 # -- Eq. 12-13 ----------------------------------------------------------------

@@ -63,6 +63,18 @@ def detect_centroids(displacement: torch.Tensor, threshold: float = 2.5) -> np.n
     return labels.astype(np.int64)
 
 
+def nearest_centroid(points: torch.Tensor, centroids: torch.Tensor, max_elements: int = 1 << 24) -> torch.Tensor:
+    """Index of the nearest of ``centroids [K, 2]`` for each of ``points [N, 2]``.
+
+    Distances are taken for chunks of points, never more than ``max_elements``
+    at once: the full N x K matrix of a 512x1024 field with the 29,000
+    centroids of an untrained network would take 61 GB.
+    """
+    chunk = max(1, max_elements // max(len(centroids), 1))
+    return torch.cat([torch.cdist(points[i:i + chunk], centroids).argmin(dim=1)
+                      for i in range(0, len(points), chunk)]) if len(points) else points.new_zeros(0, dtype=torch.long)
+
+
 def instance_map(
     displacement: torch.Tensor, iterations: int = 100, threshold: float = 2.5
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -88,6 +100,6 @@ def instance_map(
     y = dest[0].round().long().clamp(0, height - 1)
     x = dest[1].round().long().clamp(0, width - 1)
     hit = labels[y, x]
-    nearest = torch.cdist(dest.flatten(1).T, centroids).argmin(dim=1).view(height, width) + 1
+    nearest = nearest_centroid(dest.flatten(1).T, centroids).view(height, width) + 1
     instances = torch.where(hit > 0, hit, nearest)
     return instances.long().cpu(), centroids.cpu(), refined
