@@ -32,7 +32,7 @@ ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 ## The browser test drives Debian's chromium: installed here with apt-get when
 ## missing and running as root (CI, containers); otherwise one line says how.
 test: $(STAMP) chromium
-	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist worksteal
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadgroup
 
 chromium:
 	@if [ -x $(CHROMIUM) ]; then :; \

@@ -20,7 +20,12 @@ torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 def pytest_collection_modifyitems(config, items):
-    """Long tests first (notebooks, then other slow ones), so parallel workers (`-n 2`) end together."""
+    """Long tests first (notebooks, then other slow ones), so parallel workers end together.
+
+    `make test` runs ``pytest -n 2 --dist loadgroup``: each test is its own unit
+    of work and a worker holds at most two at a time, so notebook 01 (the
+    longest) and 02 start on different workers and the short tests fill in.
+    """
     def rank(item) -> int:
         if item.get_closest_marker("slow") is None:
             return 2
