@@ -132,15 +132,32 @@ def test_every_notebook_has_a_check():
     assert {nb.stem for nb in NOTEBOOKS} <= set(CHECKS), "add a metrics check for each new notebook"
 
 
+def _earlier_sticks_run(folder) -> str:
+    """What notebook 01 leaves for 07 in a shared folder: a ``discriminative`` run on sticks.
+
+    Trained here with 07's own fast budget (32 scenes, 2 epochs), so 07 sees the run it
+    would otherwise train itself; the test then checks that 07 reused it.
+    """
+    from labkit.compare import train_for_comparison
+
+    run, reason = train_for_comparison("discriminative", "sticks", folder / "01_discriminative_loss" / "sticks",
+                                       samples=32, epochs=2, batch_size=8, device="cpu", seed=0)
+    assert run is not None, reason
+    return "discriminative/sticks"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[nb.stem for nb in NOTEBOOKS])
 def test_notebook_runs_and_writes_metrics(notebook, tmp_path):
     """Each notebook in a folder of its own, so the tests can run in any order and in parallel.
 
-    `make run` shares one folder, where notebook 07 reuses the checkpoints of 01-05; here it
-    trains its own (the reuse itself: tests/test_compare.py, ``find_runs``)."""
+    `make run` shares one folder, where notebook 07 reuses the checkpoints of 01-05; here 07's
+    folder holds one such earlier run, made beforehand, and the test checks that 07 reused it."""
+    reused = _earlier_sticks_run(tmp_path) if notebook.stem == "07_compare" else None
     metrics = run_notebook(notebook, tmp_path, profile="fast", seed=0, html=False)
     assert metrics, "metrics.json is empty"
     assert all(math.isfinite(x) for x in _finite_numbers(metrics))
     assert json.loads((tmp_path / notebook.stem / "metrics.json").read_text()) == metrics
     CHECKS[notebook.stem](metrics)
+    if reused is not None:
+        assert reused in metrics["reused"], f"notebook 07 trained {reused} again instead of reusing it"
