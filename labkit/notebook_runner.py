@@ -48,9 +48,13 @@ def list_notebooks(notebook_dir: str | Path | None = None) -> list[Path]:
 
 def run_notebook(
     notebook: Path, out: Path, profile: str = "fast", seed: int = 0,
-    parameters: dict[str, Any] | None = None, html: bool = True,
+    parameters: dict[str, Any] | None = None, html: bool = True, cell_timeout: int | None = None,
 ) -> dict[str, Any]:
-    """Execute one notebook into ``out/``; return its ``metrics.json`` content."""
+    """Execute one notebook into ``out/``; return its ``metrics.json`` content.
+
+    ``cell_timeout``: seconds a cell may run before papermill stops the
+    notebook with an error (None: no limit).
+    """
     import papermill
 
     out.mkdir(parents=True, exist_ok=True)
@@ -59,7 +63,7 @@ def run_notebook(
     executed = out / notebook.name
     papermill.execute_notebook(
         str(notebook), str(executed), parameters=params, kernel_name="python3",
-        cwd=str(notebook.parent), progress_bar=False,
+        cwd=str(notebook.parent), progress_bar=False, execution_timeout=cell_timeout,
     )
     if html:
         export_html(executed, executed.with_suffix(".html"))
