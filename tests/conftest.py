@@ -2,9 +2,9 @@
 
 Every test process and every notebook kernel it starts runs PyTorch on one
 thread.  On a 2-core machine that shares its cores (CI runners, a laptop doing
-other work) two OpenMP threads spin-wait on each other: notebook 07 took 237 s
-instead of 60 s beside one busy process, while one thread took 76 s
-(benchmarks/RESULTS.md, 2026-11-28).  The environment variables reach the
+other work) two OpenMP threads spin-wait on each other and a notebook runs
+several times slower than on one thread (benchmarks/RESULTS.md, "Test suite
+time, torch threads and CI", 2026-11-29).  The environment variables reach the
 kernels papermill starts; they must be set before torch is imported.
 """
 from __future__ import annotations

@@ -133,7 +133,7 @@ def test_every_notebook_has_a_check():
     assert {nb.stem for nb in NOTEBOOKS} <= set(CHECKS), "add a metrics check for each new notebook"
 
 
-#: Notebooks whose widget cells hung once under papermill (2026-11-29, notebook 08's ModelExplorer cell: kernel
+#: Notebooks whose widget cells hang now and then under papermill (twice on 2026-11-29, notebook 08's ModelExplorer cell: kernel
 #: idle, nbclient waiting, 13+ minutes): a cell limit turns such a hang into one warned re-run instead of a CI
 #: timeout. Their cells take at most about 90 s here.
 WIDGET_CELL_TIMEOUT = {"06_bandwidth_tuning": 600, "08_your_own_data": 600}
