@@ -57,6 +57,8 @@ def run_notebook(
     """
     import papermill
 
+    from labkit.kernel_client import RepollingKernelManager
+
     out.mkdir(parents=True, exist_ok=True)
     out_dir = (out / notebook.stem).resolve()
     params = {"profile": profile, "seed": seed, "out_dir": str(out_dir), **(parameters or {})}
@@ -64,6 +66,7 @@ def run_notebook(
     papermill.execute_notebook(
         str(notebook), str(executed), parameters=params, kernel_name="python3",
         cwd=str(notebook.parent), progress_bar=False, execution_timeout=cell_timeout,
+        kernel_manager_class=RepollingKernelManager,  # nbclient can miss a reply otherwise: see labkit.kernel_client
     )
     if html:
         export_html(executed, executed.with_suffix(".html"))
