@@ -16,7 +16,7 @@ from labkit.losses.irnet import (
     pair_offsets, valid_pairs,
 )
 from labkit.methods.irnet_cam import cam_from_features, mine_relations, normalize_cams
-from labkit.methods.irnet_synthesis import synthesize
+from labkit.methods.irnet_synthesis import synthesize, walk_stride
 
 
 # -- Eq. 1 -----------------------------------------------------------------
@@ -286,3 +286,35 @@ def test_cam_pooling():
     assert pool_cam(cam, "gap") <= pool_cam(cam, "lse", 2.0) <= pool_cam(cam, "max")
     with pytest.raises(LabkitError, match="pooling"):
         pool_cam(cam, "median")
+
+
+def test_walk_stride_is_chosen_by_image_size_and_checked():
+    assert walk_stride(64, 64) == 1 and walk_stride(128, 256) == 1
+    assert walk_stride(129, 256) == 2 and walk_stride(256, 256) == 2 and walk_stride(512, 1024) == 4
+    cams = torch.zeros(2, 24, 40)
+    with pytest.raises(LabkitError, match="stride"):
+        synthesize(cams, mode="cam", stride=0)
+
+
+def test_synthesis_at_stride_2_finds_the_same_instances_as_at_full_resolution(monkeypatch):
+    from labkit.methods import irnet_synthesis
+
+    walked = []
+    real = irnet_synthesis.propagate
+    monkeypatch.setattr(irnet_synthesis, "propagate", lambda s, b, **kw: walked.append((s.shape, kw)) or real(s, b, **kw))
+    field, _ = _two_centroid_field()
+    cams = torch.zeros(2, 24, 40)
+    cams[0, 2:20, 4:36] = 1.0
+    boundary = torch.zeros(24, 40)
+    boundary[:, 19] = 1.0  # a one-pixel boundary between the two instances: max pooling keeps it
+    kwargs = dict(mode="irnet", radius=3, steps=32, refine_steps=50, centroid_threshold=1.0, min_area_fraction=0.0)
+    full = synthesize(cams, boundary, field, stride=1, **kwargs)
+    coarse = synthesize(cams, boundary, field, stride=2, **kwargs)
+    assert [(tuple(shape[1:]), kw["radius"]) for shape, kw in walked] == [((24, 40), 3), ((12, 20), 2)]
+    assert coarse["instances"].shape == (24, 40)
+    assert coarse["classes"].tolist() == full["classes"].tolist() == [1, 1]
+    for k in full["ids"].tolist():
+        mask = full["instances"] == k
+        best = max((((coarse["instances"] == j) & mask).sum() / ((coarse["instances"] == j) | mask).sum()).item()
+                   for j in coarse["ids"].tolist())
+        assert best > 0.85, f"instance {k}: best IoU {best:.2f} at stride 2"

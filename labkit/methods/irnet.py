@@ -37,7 +37,10 @@ and :func:`~labkit.methods.irnet_synthesis.synthesize` builds the instances
 Differences from the paper and the authors' code, chosen here:
 
 * Network: labkit's CPU UNet instead of ResNet-50, maps at full resolution
-  (the paper: stride 4 for IRNet, 16 for CAMs).  The CAM network has a UNet of
+  (the paper: stride 4 for IRNet, 16 for CAMs); the synthesis pools them to
+  the paper's stride 4 for the walk at 512 x 1024 (``walk_stride``, see
+  :mod:`labkit.methods.irnet_synthesis`), 2 at 256 x 256, and keeps stride 1
+  for the 64 x 64 scenes.  The CAM network has a UNet of
   its own (``separate`` head); the displacement and boundary heads share a
   second UNet trained from scratch in stage 3, whose decoder merges all its
   levels (the paper's branches read the five levels of the frozen CAM
@@ -103,6 +106,7 @@ class IRNetParams:
     centroid_threshold: float = 1.5  # |D| below this: centroid candidate (authors: 2.5 at stride 4)
     bg_level: float = 0.25  # background score after the walk
     min_area_fraction: float = 0.01  # pieces smaller than this fraction of the image are dropped
+    walk_stride: int | None = None  # stride of the walk's maps (paper: 4); None: by image size (irnet_synthesis)
     cam_scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)
     cam_flip: bool = True
     width: int = 16  # UNet width
@@ -194,7 +198,7 @@ class IRNet(Method):
         default they are predicted: a class is present when its pooled CAM
         logit is > 0.  ``params`` override ``bg_level``, ``infer_radius``,
         ``beta``, ``walk_steps``, ``refine_steps``, ``centroid_threshold``,
-        ``min_area_fraction``.
+        ``min_area_fraction``, ``walk_stride``.
         """
         raw = outputs["cam"].float()
         present = (raw.mean(dim=(2, 3)) > 0).float() if labels is None else labels[:, 1:].float()
@@ -265,7 +269,7 @@ class IRNet(Method):
 _SYNTHESIS = {
     "infer_radius": "radius", "beta": "beta", "walk_steps": "steps", "bg_level": "bg_level",
     "refine_steps": "refine_steps", "centroid_threshold": "centroid_threshold",
-    "min_area_fraction": "min_area_fraction",
+    "min_area_fraction": "min_area_fraction", "walk_stride": "stride",
 }
 
 

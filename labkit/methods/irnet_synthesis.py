@@ -23,11 +23,28 @@ channel's pixels are cut into 4-connected pieces, one instance each, scored
 by the maximum score inside (Sec. 6.2: "the maximum class score within its
 mask").  The authors give pieces under 1% of the image a score of 0; here they
 are dropped (``min_area_fraction``), so they never become training targets.
+
+The paper runs all of this on stride-4 maps.  ``stride`` does the same here:
+the CAMs and the displacement field are average-pooled (the field also
+divided by the stride, so it stays in pixels of the map), the boundary map
+max-pooled (a one-pixel boundary survives), the refinement, centroids and
+random walk run on the small maps, and the walked scores are upsampled
+bilinearly before the arg-max and the pieces, which are cut at full
+resolution.  ``radius`` and ``centroid_threshold`` stay in full-resolution
+pixels (divided by the stride internally; the radius at least 2), so tuned
+values keep their meaning.  ``stride=None`` picks the smallest power of two
+that leaves at most :data:`WALK_PIXELS` pixels: 1 for the 64 x 64 synthetic
+scenes and up to 128 x 256 images, 2 at 256 x 256, 4 at 512 x 1024.  The walk costs
+``steps x pixels x neighbours`` per channel, so stride 4 costs about 1/16 of
+stride 1 (benchmarks/RESULTS.md, ``bench_speed.py``).
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
+import torch.nn.functional as F
 from scipy import ndimage
 
 from labkit.clustering.displacement import instance_map
@@ -35,6 +52,29 @@ from labkit.clustering.random_walk import propagate
 from labkit.errors import LabkitError
 
 MODES = ("cam", "cam_boundary", "irnet")
+#: most pixels the walk runs on when the stride is chosen automatically (128 x 256)
+WALK_PIXELS = 128 * 256
+
+
+def walk_stride(height: int, width: int, max_pixels: int = WALK_PIXELS) -> int:
+    """The smallest power of two ``s`` with ``ceil(H / s) * ceil(W / s) <= max_pixels``."""
+    stride = 1
+    while math.ceil(height / stride) * math.ceil(width / stride) > max_pixels:
+        stride *= 2
+    return stride
+
+
+def downsample_maps(
+    cams: torch.Tensor, boundary: torch.Tensor | None, displacement: torch.Tensor | None, stride: int
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """The maps at ``stride``: CAMs averaged, boundary max-pooled, displacement averaged and divided by ``stride``."""
+    if stride == 1:
+        return cams, boundary, displacement
+    pool = dict(kernel_size=stride, ceil_mode=True)
+    cams = F.avg_pool2d(cams[None], **pool)[0]
+    boundary = None if boundary is None else F.max_pool2d(boundary[None, None], **pool)[0, 0]
+    displacement = None if displacement is None else F.avg_pool2d(displacement[None], **pool)[0] / stride
+    return cams, boundary, displacement
 
 
 def synthesize(
@@ -50,13 +90,15 @@ def synthesize(
     refine_steps: int = 100,
     centroid_threshold: float = 2.5,
     min_area_fraction: float = 0.01,
+    stride: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """One image's pseudo labels as a prediction dict (``instances``, ``ids``, ``classes``, ``scores``, ``semantic``).
 
     ``cams [K, H, W]`` are the normalised CAMs of the classes ``1..K`` (zero
     for classes absent from the image), ``boundary [H, W]`` the class-boundary
     probabilities (modes ``cam_boundary`` and ``irnet``), ``displacement
-    [2, H, W]`` the field in pixels (mode ``irnet``).
+    [2, H, W]`` the field in pixels (mode ``irnet``).  ``stride``: the maps'
+    stride for the walk and the centroids (None: :func:`walk_stride`).
     """
     if mode not in MODES:
         raise LabkitError(f"unknown pseudo-label mode {mode!r}; choices: {', '.join(MODES)}")
@@ -69,15 +111,21 @@ def synthesize(
         raise LabkitError(f"mode {mode!r} needs a boundary map of shape {(height, width)}")
     if mode == "irnet" and (displacement is None or tuple(displacement.shape) != (2, height, width)):
         raise LabkitError(f"mode 'irnet' needs a displacement field of shape {(2, height, width)}")
-    cams = cams.float().cpu()
+    stride = walk_stride(height, width) if stride is None else stride
+    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+        raise LabkitError(f"stride must be an integer >= 1, got {stride!r}")
+    cams, boundary, displacement = downsample_maps(
+        cams.float().cpu(), None if boundary is None else boundary.float().cpu(),
+        None if displacement is None else displacement.float().cpu(), stride,
+    )
     present = [c for c in range(cams.shape[0]) if float(cams[c].max()) > 0]
-    walk = dict(radius=radius, beta=beta, steps=steps)
+    walk = dict(radius=max(2, round(radius / stride)), beta=beta, steps=steps)
     if mode == "irnet":
-        inst, _, _ = instance_map(displacement.float().cpu(), refine_steps, centroid_threshold)
+        inst, _, _ = instance_map(displacement, refine_steps, centroid_threshold / stride)
         ids, sizes = inst.unique(return_counts=True)
         # instances of I smaller than the smallest kept piece would only give dropped pieces; their pixels
         # keep no seed (the walk fills them from their neighbours), which bounds the channels to walk
-        kept = ids[(sizes >= max(min_area_fraction * height * width, 1)) & (ids > 0)].tolist()
+        kept = ids[(sizes >= max(min_area_fraction * inst.numel(), 1)) & (ids > 0)].tolist()
         seeds, channel_class = [], []
         for c in present:
             for k in kept:
@@ -92,9 +140,11 @@ def synthesize(
         return _empty(height, width)
     scores = torch.stack(seeds)
     if mode != "cam":
-        scores = propagate(scores, boundary.float().cpu(), **walk)
+        scores = propagate(scores, boundary, **walk)
         peak = scores.max()
         scores = scores / peak if peak > 0 else scores
+    if stride > 1:
+        scores = F.interpolate(scores[None], size=(height, width), mode="bilinear", align_corners=False)[0]
     return labels_from_scores(scores, torch.tensor(channel_class), bg_level, min_area_fraction)
 
 
