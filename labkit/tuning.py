@@ -11,7 +11,9 @@ repeated per setting, so a sweep costs decoding time.  The score
 (:data:`METRICS`) is by default the matching accuracy at IoU 0.5 (TP / (TP +
 FP + FN), the cell-segmentation score: it counts every missed, split or
 merged object and needs no instance scores) on data with one object class,
-and COCO mask AP50 where classes must also be right.
+COCO mask AP50 where classes must also be right, and panoptic quality (PQ,
+things and stuff together) on data with stuff classes, where a panoptic
+method's stuff regions are part of what the decoding decides.
 
 ``decode.json`` is one JSON object ``{"param": value, ...}``; it is written
 atomically (:func:`labkit.io.write_json`), so a crash never leaves half a file.
@@ -37,7 +39,7 @@ log = logging.getLogger(__name__)
 
 DECODE_NAME = "decode.json"
 TUNE_NAME = "tune.json"
-METRICS = ("auto", "matching_accuracy", "ap50", "ap")
+METRICS = ("auto", "matching_accuracy", "ap50", "ap", "pq")
 
 
 def _run_dir(run_dir: str | os.PathLike) -> Path:
@@ -90,18 +92,25 @@ def read_decode_json(run_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 def resolve_metric(metric: str, dataset: Any) -> str:
-    """``"auto"`` -> ``"matching_accuracy"`` for data with one object class, else ``"ap50"``."""
+    """``"auto"`` -> ``"pq"`` for data with stuff classes, ``"matching_accuracy"`` for one object class, else ``"ap50"``."""
     if metric not in METRICS:
         raise LabkitError(f"unknown tuning metric {metric!r}; choices: {', '.join(METRICS)}")
     if metric != "auto":
         return metric
+    if getattr(dataset, "stuff", None):
+        return "pq"
     names = getattr(dataset, "class_names", None)
     return "matching_accuracy" if names is None or len(names) <= 2 else "ap50"
 
 
-def score(predictions: Sequence[dict], ground_truths: Sequence[dict], metric: str) -> float:
-    """The figure ``metric`` (not ``"auto"``) of ``predictions`` against ``ground_truths``, 0-1, higher better."""
-    from labkit.metrics import coco_mask_ap, matching_accuracy
+def score(
+    predictions: Sequence[dict], ground_truths: Sequence[dict], metric: str, *, stuff: Sequence[int] | None = None,
+) -> float:
+    """The figure ``metric`` (not ``"auto"``) of ``predictions`` against ``ground_truths``, 0-1, higher better.
+
+    ``"pq"`` needs the data's ``stuff`` classes; every other class is a thing.
+    """
+    from labkit.metrics import coco_mask_ap, matching_accuracy, panoptic_quality
 
     if not ground_truths or any(g is None for g in ground_truths):
         raise LabkitError("tuning needs validation images with instance masks")
@@ -109,6 +118,13 @@ def score(predictions: Sequence[dict], ground_truths: Sequence[dict], metric: st
         return float(matching_accuracy(predictions, ground_truths, iou=0.5))
     if metric in ("ap50", "ap"):
         return float(coco_mask_ap(predictions, ground_truths)[metric])
+    if metric == "pq":
+        if not stuff:
+            raise LabkitError("the pq metric needs data with stuff classes (use ap50 or matching_accuracy)")
+        stuff = [int(c) for c in stuff]
+        seen = {int(c) for item in [*predictions, *ground_truths] for c in torch.as_tensor(item["semantic"]).unique()}
+        things = sorted(seen - set(stuff) - {0, 255})
+        return float(panoptic_quality(predictions, ground_truths, things, stuff)["pq"])
     raise LabkitError(f"unknown tuning metric {metric!r}; choices: {', '.join(METRICS[1:])}")
 
 
@@ -167,9 +183,11 @@ def decode_cached(method: Any, cached: Sequence[CachedImage], **params: Any) -> 
 
 def sweep(
     method: Any, cached: Sequence[CachedImage], grid: dict[str, Sequence[Any]], *, metric: str,
-    fixed: dict[str, Any] | None = None, progress: bool = True,
+    fixed: dict[str, Any] | None = None, progress: bool = True, stuff: Sequence[int] | None = None,
 ) -> list[dict[str, Any]]:
-    """Score every point of ``grid`` (plus the ``fixed`` decode parameters): ``[{"params", "score"}, ...]``."""
+    """Score every point of ``grid`` (plus the ``fixed`` decode parameters): ``[{"params", "score"}, ...]``.
+
+    ``stuff``: the data's stuff classes (for ``metric="pq"``)."""
     fixed = dict(fixed or {})
     truths = [item.truth for item in cached]
     points = grid_points(grid)
@@ -177,7 +195,7 @@ def sweep(
     with tqdm(points, desc=f"tune {method.key}", disable=not progress, unit="setting") as bar:
         for point in bar:
             params = {**point, **fixed}
-            value = score(decode_cached(method, cached, **params), truths, metric)
+            value = score(decode_cached(method, cached, **params), truths, metric, stuff=stuff)
             curve.append({"params": point, "score": value})
             bar.set_postfix_str(f"{metric}={value:.3f}", refresh=False)
             log.debug("tune %s %s: %s = %.4f", method.key, point, metric, value)

@@ -131,7 +131,7 @@ def validation_metric(method: Any, val_set: Any, *, tile: int | None, device: An
     def val_metric(model: torch.nn.Module) -> float:
         predictions, truths = predict_dataset(method, model, val_set, batch_size=4, device=device,
                                               progress=False, tile=tile)
-        return score(predictions, truths, name)
+        return score(predictions, truths, name, stuff=getattr(val_set, "stuff", None))
 
     val_metric.metric = name  # type: ignore[attr-defined]
     return val_metric
@@ -300,9 +300,10 @@ def tune_run(
     cached = cache_outputs(model, dataset, tile=tile_size, device=dev, batch_size=4, progress=progress)
     if any(item.truth is None for item in cached):
         raise DataError(f"{data}: tuning needs images with instance masks")
-    curve = sweep(m, cached, grid, metric=name, fixed={**base, **fixed}, progress=progress)
+    stuff = getattr(dataset, "stuff", None)
+    curve = sweep(m, cached, grid, metric=name, fixed={**base, **fixed}, progress=progress, stuff=stuff)
     best = best_point(curve)
-    before = score(decode_cached(m, cached, **{**saved, **fixed}), [c.truth for c in cached], name)
+    before = score(decode_cached(m, cached, **{**saved, **fixed}), [c.truth for c in cached], name, stuff=stuff)
     run_dir = _run_dir(checkpoint)
     result = {
         "method": m.key, "data": str(data), "n_images": len(dataset), "metric": name, "tile": tile_size,

@@ -89,3 +89,31 @@ def test_sweep_scores_each_setting_on_cached_outputs():
     assert resolve_metric("auto", type("D", (), {"class_names": ["bg", "cell"]})()) == "matching_accuracy"
     with pytest.raises(LabkitError, match="unknown tuning metric"):
         resolve_metric("f1", None)
+
+
+def test_panoptic_data_is_tuned_on_pq_stuff_included():
+    """With stuff classes the score is PQ: a decoder that drops the stuff region loses, though its things are right."""
+    import torch
+
+    from labkit.tuning import CachedImage, resolve_metric, score, sweep
+
+    semantic = torch.full((8, 8), 3)  # stuff class 3 everywhere ...
+    instances = torch.zeros(8, 8, dtype=torch.int64)
+    instances[1:4, 1:4] = 1  # ... but one thing (class 1)
+    semantic[1:4, 1:4] = 1
+    truth = {"instances": instances, "semantic": semantic, "classes": torch.tensor([1])}
+
+    class Fake:
+        key = "fake"
+
+        def decode(self, outputs, keep_stuff, **params):
+            sem = semantic if keep_stuff else torch.where(instances > 0, semantic, torch.zeros_like(semantic))
+            return [{"instances": instances, "ids": torch.tensor([1]), "classes": torch.tensor([1]),
+                     "scores": torch.ones(1), "semantic": sem}]
+
+    cached = [CachedImage({}, [(0, 0, 8, 8)], truth)]
+    curve = sweep(Fake(), cached, {"keep_stuff": [False, True]}, metric="pq", progress=False, stuff=[3])
+    assert [row["score"] for row in curve] == [0.5, 1.0]  # things PQ 1 and stuff PQ 0 or 1, averaged over classes
+    assert resolve_metric("auto", type("D", (), {"class_names": ["bg", "a", "b", "s"], "stuff": [3]})()) == "pq"
+    with pytest.raises(LabkitError, match="stuff"):
+        score(Fake().decode({}, True), [truth], "pq")
