@@ -258,14 +258,15 @@ def train_method(
 ) -> dict[str, Any]:
     """Every training stage of ``method``, as ``labkit train`` runs them; returns the network's history.
 
-    :func:`train` fits the network on the method's view of the data
-    (``method.training_view``: IRNet sees image labels only, with its
-    validation set seen the same way), then ``method.post_train`` runs the
+    :func:`train` fits the network on the method's view of the data, once
+    ``method.check_training_set`` accepts it (``method.training_view``: IRNet
+    sees image labels only, with its validation set seen the same way), then ``method.post_train`` runs the
     method's later stages (DVIS's verification head, IRNet's relation mining,
     IRNet and pseudo labels) on the full training set.  ``train_kwargs`` go
     to :func:`train` and are passed on to the later stages (the validation
     set and metric are the network's only).
     """
+    method.check_training_set(train_set)
     seen = method.training_view(train_set)
     if val_set is not None and seen is not train_set:
         val_set = method.training_view(val_set)

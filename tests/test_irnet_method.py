@@ -70,14 +70,14 @@ def test_masks_never_reach_training(tmp_path):
 
 
 def test_run_folder_checkpoint_decodes_and_resumes(tmp_path):
-    method, model = _run(Tiny(n=2), tmp_path)
+    method, model = _run(Tiny(n=3), tmp_path)
     assert (tmp_path / "irn" / "model.pt").exists()
     pseudo = load_dataset(str(tmp_path / "pseudo_labels"))
-    assert len(pseudo) == 2 and pseudo.class_names[1] == "disk"
+    assert len(pseudo) == 3 and pseudo.class_names[1] == "disk"
     loaded_method, loaded, _ = load_checkpoint(tmp_path)
     state = model.state_dict()
     assert all(torch.equal(v, state[k].cpu()) for k, v in loaded.state_dict().items())  # stage-3 weights saved
-    image = Tiny(n=2)[0]["image"][None]
+    image = Tiny(n=3)[0]["image"][None]
     with torch.no_grad():
         outputs = loaded(image)
     assert set(outputs) == {"cam", "displacement", "boundary"}
@@ -88,7 +88,7 @@ def test_run_folder_checkpoint_decodes_and_resumes(tmp_path):
     with pytest.raises(LabkitError, match="unknown irnet decode"):
         loaded_method.decode(outputs, bandwidth=1.0)
     # a second run resumes every stage and changes nothing
-    _, again = _run(Tiny(n=2), tmp_path)
+    _, again = _run(Tiny(n=3), tmp_path)
     assert all(torch.equal(v, state[k]) for k, v in again.state_dict().items())
 
 
@@ -105,8 +105,17 @@ def test_data_without_image_labels_is_refused():
 
 def test_labkit_train_sees_the_weak_view():
     method = methods.get("irnet")
-    assert set(method.training_view(Tiny(n=1))[0]) <= {"image", "labels", "name"}
+    assert set(method.training_view(Tiny(n=3))[0]) <= {"image", "labels", "name"}
     assert methods.get("discriminative").training_view(dataset := Tiny(n=1)) is dataset
+
+
+def test_images_that_all_have_the_same_labels_are_refused():
+    """Scenes 0 and 1 both hold squares, triangles and ellipses only: no image lacks a class that another has."""
+    with pytest.raises(DataError, match="same image-level labels .square, triangle, ellipse in every image"):
+        methods.get("irnet").check_training_set(Tiny(n=2))
+    methods.get("irnet").check_training_set(Tiny(n=3))  # scene 2 lacks the square
+    with pytest.raises(DataError, match="same image-level labels"):  # labkit train checks before stage 1
+        _run(Tiny(n=2), Path("/nonexistent/never-written"))
 
 
 def test_weak_view_drops_masks():
@@ -130,7 +139,7 @@ def test_cli_train_evaluate_predict_on_an_instance_folder(tmp_path, capsys):
     from labkit import cli
     from labkit.methods.irnet import write_pseudo_folder
 
-    tiny = Tiny(n=3)
+    tiny = Tiny(n=4)  # scenes 0-1 and 2-3 differ in their labels: whichever one labkit train holds out
     weak = ImageLabels(tiny, augment=False)
     truths = [{"instances": s["instances"], "semantic": s["semantic"] * (s["instances"] > 0), "ids": torch.zeros(0)}
               for s in tiny.samples]
@@ -149,7 +158,7 @@ def test_cli_train_evaluate_predict_on_an_instance_folder(tmp_path, capsys):
     assert {"ap50", "ap", "n_images"} <= set(__import__("json").loads(report.read_text()))
     assert cli.main(["predict", "--checkpoint", str(run / "model.pt"), "--input", str(tmp_path / "data"),
                      "--out", str(tmp_path / "pred"), "--device", "cpu", "--set", "mode=cam_boundary"]) == 0
-    assert len(list((tmp_path / "pred").glob("shapes_train_0000?.png"))) == 3
+    assert len(list((tmp_path / "pred").glob("shapes_train_0000?.png"))) == 4
 
 
 def test_decode_grid_parameters_are_decode_parameters():

@@ -75,3 +75,24 @@ class ImageLabels(Dataset):
         if self.transform is not None:
             weak = self.transform(weak)
         return weak
+
+
+def check_labels_vary(dataset: Any) -> None:
+    """:class:`DataError` when every image of ``dataset`` has the same foreground labels.
+
+    A classifier of image-level labels learns where a class is only from
+    images that lack it; with identical labels everywhere (one class present
+    in every image, as in most microscopy folders) it can fit them with a
+    bias and its class activation maps locate nothing.
+    """
+    weak = dataset if isinstance(dataset, ImageLabels) else ImageLabels(dataset, augment=False)
+    first = weak[0]["labels"][1:]
+    if any(not torch.equal(weak[i]["labels"][1:], first) for i in range(1, len(weak))):
+        return
+    names = getattr(weak, "class_names", None)
+    present = [names[c + 1] if names and c + 1 < len(names) else str(c + 1) for c in first.nonzero().flatten().tolist()]
+    raise DataError(
+        f"all {len(weak)} training images have the same image-level labels ({', '.join(present) or 'none'} in "
+        "every image): a weakly supervised method learns where a class is from images without it; add images "
+        "that lack some class, or train a method that uses the masks (discriminative, recurrent, dvis, hle)"
+    )

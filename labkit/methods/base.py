@@ -82,6 +82,12 @@ class Method:
         """One prediction dict per image (DESIGN.md, "Data contract")."""
         raise NotImplementedError
 
+    def check_training_set(self, dataset: Any) -> None:
+        """Raise :class:`~labkit.errors.DataError` when this method cannot learn from ``dataset``; default: no check.
+
+        ``irnet``: images that all carry the same image-level labels.
+        """
+
     def training_view(self, dataset: Any) -> Any:
         """The training data as this method may see it; default: whole samples.
 

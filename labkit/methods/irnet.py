@@ -78,7 +78,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from labkit.data.weak import ImageLabels
+from labkit.data.weak import ImageLabels, check_labels_vary
 from labkit.errors import LabkitError
 from labkit.losses.irnet import irnet_loss, multilabel_soft_margin
 from labkit.methods import register
@@ -222,6 +222,10 @@ class IRNet(Method):
         return {"bg_level": [0.15, 0.25, 0.35, 0.5], "centroid_threshold": [1.0, 1.5, 2.5]}
 
     # -- stages 2-3 ------------------------------------------------------------
+    def check_training_set(self, dataset: Any) -> None:
+        """:func:`~labkit.data.weak.check_labels_vary`: images that all carry the same labels teach nothing."""
+        check_labels_vary(dataset)
+
     def training_view(self, dataset: Any) -> ImageLabels:
         """The image and its image-level labels only: no mask reaches any stage."""
         return ImageLabels(dataset)
