@@ -173,6 +173,7 @@ def train_run(
         tile = crop
     if len(train_set) == 0:
         raise DataError(f"{data}: no training images")
+    m.check_training_set(train_set)  # before run.json is written (train_method checks again)
     model = m.build_model(in_channels=train_set.in_channels, num_classes=train_set.num_classes, backbone=backbone)
     weak = m.training_view(train_set) is not train_set  # image labels only: no mask-based validation figure
     train_kwargs = dict(
