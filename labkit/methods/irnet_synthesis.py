@@ -34,9 +34,10 @@ resolution.  ``radius`` and ``centroid_threshold`` stay in full-resolution
 pixels (divided by the stride internally; the radius at least 2), so tuned
 values keep their meaning.  ``stride=None`` picks the smallest power of two
 that leaves at most :data:`WALK_PIXELS` pixels: 1 for the 64 x 64 synthetic
-scenes and up to 128 x 256 images, 2 at 256 x 256, 4 at 512 x 1024.  The walk costs
-``steps x pixels x neighbours`` per channel, so stride 4 costs about 1/16 of
-stride 1 (benchmarks/RESULTS.md, ``bench_speed.py``).
+scenes and up to 128 x 256 images, 2 at 256 x 256, 4 at 512 x 1024.  The
+walk costs ``steps x pixels x neighbours`` per channel, so stride 4 costs
+about 1/16 of stride 1 (benchmarks/RESULTS.md, ``bench_speed.py``).  Mode
+``"cam"`` has no walk and always works at full resolution.
 """
 from __future__ import annotations
 
@@ -111,9 +112,12 @@ def synthesize(
         raise LabkitError(f"mode {mode!r} needs a boundary map of shape {(height, width)}")
     if mode == "irnet" and (displacement is None or tuple(displacement.shape) != (2, height, width)):
         raise LabkitError(f"mode 'irnet' needs a displacement field of shape {(2, height, width)}")
-    stride = walk_stride(height, width) if stride is None else stride
-    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+    if stride is not None and (isinstance(stride, bool) or not isinstance(stride, int) or stride < 1):
         raise LabkitError(f"stride must be an integer >= 1, got {stride!r}")
+    if mode == "cam":  # no walk, no centroids: the CAMs are cut as they are
+        stride = 1
+    elif stride is None:
+        stride = walk_stride(height, width)
     cams, boundary, displacement = downsample_maps(
         cams.float().cpu(), None if boundary is None else boundary.float().cpu(),
         None if displacement is None else displacement.float().cpu(), stride,
