@@ -202,3 +202,95 @@ def test_bad_input_raises_data_error():
         recurrent_grouping_loss([torch.zeros(5, 2)], torch.zeros(4, dtype=torch.long))
     with pytest.raises(DataError, match="reduction"):
         recurrent_grouping_loss([torch.zeros(5, 2)], torch.zeros(5, dtype=torch.long), reduction="max")
+
+
+# ``weighting="balanced"``: positive term over the Q same-instance blocks, negative over the Q (Q - 1) ordered
+# pairs of different instances (Eq. 2's single normalisation Q^2 weighs the positives 1 / (Q - 1) of the negatives).
+# Instance 1: a1 = (1,0), a2 = (0,1); instance 2: b = (-1,0); instance 3: c = (0,-1).
+X3 = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]], dtype=torch.float64)
+IDS3 = torch.tensor([1, 1, 2, 3])
+
+
+def test_balanced_hand_computed_value():
+    # pos: instance 1's mean (1/2, 1/2) has |m|^2 = 1/2 -> (1 - 1/2) / 2 = 0.25; instances 2, 3 alone cost 0.
+    # neg, alpha = 0.25, s = (1 + cos) / 2, hinge [s - 0.25]_+ weighted w_i w_j (w_a = 1/2, w_b = w_c = 1):
+    #   (a1,b) cos -1 -> 0; (a2,b) cos 0 -> 0.25 x 1/2; (a1,c) cos 0 -> 0.25 x 1/2; (a2,c) cos -1 -> 0;
+    #   (b,c) cos 0 -> 0.25 x 1.  Unordered 0.5, ordered 1.0.
+    paper = pair_loss(X3, IDS3, alpha=0.25)
+    assert paper["pos"].item() == pytest.approx(0.25 / 9)
+    assert paper["neg"].item() == pytest.approx(1.0 / 9)
+    balanced = pair_loss(X3, IDS3, alpha=0.25, weighting="balanced")
+    assert balanced["pos"].item() == pytest.approx(0.25 / 3)
+    assert balanced["neg"].item() == pytest.approx(1.0 / 6)
+    assert balanced["loss"].item() == pytest.approx(0.25)
+    # Two instances (the first hand example): pos 0.25 / 2, neg 0.25 / 2.
+    two = pair_loss(X, IDS, alpha=0.25, weighting="balanced")
+    assert two["pos"].item() == pytest.approx(0.125)
+    assert two["neg"].item() == pytest.approx(0.125)
+
+
+def test_balanced_weighting_scales_the_paper_terms_by_q_and_q_over_q_minus_1():
+    gen = torch.Generator().manual_seed(9)
+    x = torch.randn(40, 4, generator=gen, dtype=torch.float64)
+    ids = torch.randint(0, 5, (40,), generator=gen)
+    q = ids.unique().numel()
+    paper, balanced = pair_loss(x, ids), pair_loss(x, ids, weighting="balanced")
+    assert balanced["pos"].item() == pytest.approx(paper["pos"].item() * q, rel=1e-12)
+    assert balanced["neg"].item() == pytest.approx(paper["neg"].item() * q / (q - 1), rel=1e-12)
+    # Still independent of how many pixels were sampled.
+    twice = pair_loss(torch.cat([x, x]), torch.cat([ids, ids]), weighting="balanced")
+    assert twice["loss"].item() == pytest.approx(balanced["loss"].item(), rel=1e-12)
+
+
+def test_balanced_invariant_to_permuting_instance_ids():
+    gen = torch.Generator().manual_seed(10)
+    emb = torch.randn(2, 3, 5, 6, generator=gen)
+    inst = torch.randint(0, 5, (2, 5, 6), generator=gen)
+    perm = torch.tensor([0, 42, 7, 3, 1000])
+    kw = dict(max_pixels=20, weighting="balanced")
+    ref = pairwise_embedding_loss(emb, inst, generator=torch.Generator().manual_seed(5), **kw)
+    out = pairwise_embedding_loss(emb, perm[inst], generator=torch.Generator().manual_seed(5), **kw)
+    for key in ref:
+        assert out[key].item() == pytest.approx(ref[key].item(), rel=1e-6)
+
+
+def test_gradcheck_balanced_pair_loss_and_recurrent_loss():
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randn(7, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    ids = torch.tensor([0, 1, 1, 2, 2, 2, 0])
+    assert torch.autograd.gradcheck(lambda x: pair_loss(x, ids, alpha=0.3, weighting="balanced")["loss"], (x,))
+
+    def loss(x):
+        k = torch.exp(2.0 * x @ x.t())
+        return recurrent_grouping_loss([x, k @ x / k.sum(dim=1, keepdim=True)], ids, alpha=0.3,
+                                       weighting="balanced")["loss"]
+
+    assert torch.autograd.gradcheck(loss, (x,))
+
+
+def test_balanced_edge_cases_one_group_and_empty():
+    emb = torch.nn.functional.normalize(torch.randn(1, 3, 4, 4), dim=1)
+    bg = torch.zeros(1, 4, 4, dtype=torch.long)
+    out, _ = _finite_with_grad(emb, bg, weighting="balanced")  # Q = 1: no negative pairs, no division by zero
+    assert out["neg"].item() == 0.0
+    assert out["pos"].item() == pytest.approx(pairwise_embedding_loss(emb, bg)["pos"].item())  # Q = 1: same
+    out, grad = _finite_with_grad(emb, bg, include_background=False, weighting="balanced")
+    assert out["loss"].item() == 0.0
+    assert torch.count_nonzero(grad) == 0
+
+
+def test_balanced_modules_match_functions_and_unknown_weighting_raises():
+    gen = torch.Generator().manual_seed(12)
+    emb = torch.randn(1, 3, 5, 5, generator=gen)
+    inst = torch.randint(0, 3, (1, 5, 5), generator=gen)
+    module = PairwiseEmbeddingLoss(max_pixels=10, weighting="balanced")
+    got = module(emb, inst, generator=torch.Generator().manual_seed(0))
+    want = pairwise_embedding_loss(emb, inst, max_pixels=10, weighting="balanced",
+                                   generator=torch.Generator().manual_seed(0))
+    assert got["loss"].item() == want["loss"].item()
+    x, ids = emb[0].reshape(3, -1).t(), inst.reshape(-1)
+    assert RecurrentGroupingLoss(weighting="balanced")([x], ids)["loss"].item() == pytest.approx(
+        pair_loss(x, ids, weighting="balanced")["loss"].item()
+    )
+    with pytest.raises(DataError, match="weighting"):
+        pair_loss(x, ids, weighting="mean")

@@ -64,6 +64,23 @@ def test_loss_is_eq2_accumulated_over_the_unrolled_loops():
     assert torch.allclose(terms["loss"], ref["loss"] + 0.5 * ce, atol=1e-6)
 
 
+@pytest.mark.parametrize("weighting", ["paper", "balanced"])
+def test_pair_weighting_reaches_the_loss_at_every_loop(weighting):
+    method = methods.get("recurrent", iterations=2, max_pixels=1000, pair_weighting=weighting)
+    batch = scene()
+    outputs = simplex_outputs(batch, noise=0.6)
+    terms = method.loss(outputs, batch)
+    x = outputs["embedding"][0].reshape(3, -1).t()
+    ref = recurrent_grouping_loss(recurrent_mean_shift(x, iterations=2, delta=6.0), batch["instances"].reshape(-1),
+                                  weighting=weighting)
+    assert torch.allclose(terms["grouping"], ref["loss"], atol=1e-6)
+    # Q = 3 groups (background and two instances): balanced = paper x Q for pos, x Q / (Q - 1) for neg.
+    if weighting == "balanced":
+        paper = methods.get("recurrent", iterations=2, max_pixels=1000).loss(outputs, batch)
+        assert torch.allclose(terms["pos"], 3 * paper["pos"], atol=1e-6)
+        assert torch.allclose(terms["neg"], 1.5 * paper["neg"], atol=1e-6)
+
+
 def test_zero_grouping_loss_when_the_margin_holds():
     """Groups 120 degrees apart have s = 0.25 <= alpha; mean shift keeps them apart and tight."""
     method = methods.get("recurrent", iterations=3)

@@ -22,6 +22,15 @@ Choices, where the paper and the authors' code leave room:
   image is a weighted *mean* of pair penalties in ``[0, 1]`` that does not
   depend on how many pixels were sampled.  With the paper's batch of one image
   the two differ by a constant factor per image.
+* ``weighting="balanced"`` (deviation, off by default): the positive term is
+  divided by ``Q`` (the same-instance blocks) and the negative term by
+  ``Q (Q - 1)`` (the ordered pairs of different instances), i.e. each is a
+  mean of its own, as in the discriminative loss.  Under Eq. 2's single
+  normalisation an instance's own pairs weigh ``1 / Q`` of the whole, so
+  with many instances in view (``Q`` ~ 10-16 in a 128 x 128 crop of
+  touching nuclei) a nucleus embedded as two or three directions costs
+  little next to the negative pairs: the positive term is ``(Q - 1)`` times
+  lighter than with the balanced weights.
 * The sum runs over all ordered pairs ``i, j`` including ``i = j`` (as Eq. 2
   is written); a pixel paired with itself has ``s = 1`` and costs nothing.
 * Sampling (Sec. 3.1, "uniform random sampling of pixels"): at most
@@ -111,12 +120,19 @@ def sample_pixels(
     return samples
 
 
-def pair_loss(x: Tensor, ids: Tensor, *, alpha: float = 0.5) -> dict[str, Tensor]:
+WEIGHTINGS = ("paper", "balanced")
+
+
+def pair_loss(x: Tensor, ids: Tensor, *, alpha: float = 0.5, weighting: str = "paper") -> dict[str, Tensor]:
     """Eq. (2) on one set of pixels: ``x [N, D]`` (need not be unit norm), ``ids [N]``.
 
-    Returns ``{"pos", "neg", "loss"}`` (scalars, ``loss = pos + neg``), each
-    normalised by ``sum_ij w_i w_j = Q^2``.
+    Returns ``{"pos", "neg", "loss"}`` (scalars, ``loss = pos + neg``).
+    ``weighting="paper"``: both normalised by ``sum_ij w_i w_j = Q^2``;
+    ``"balanced"``: ``pos`` by the ``Q`` same-instance blocks and ``neg`` by the
+    ``Q (Q - 1)`` ordered pairs of different instances (zero when ``Q = 1``).
     """
+    if weighting not in WEIGHTINGS:
+        raise DataError(f"pair_loss: weighting must be one of {WEIGHTINGS}, got {weighting!r}")
     if x.ndim != 2 or ids.shape != x.shape[:1]:
         raise DataError(f"pair_loss: expected x [N,D] and ids [N], got {tuple(x.shape)} and {tuple(ids.shape)}")
     if x.shape[0] == 0:
@@ -136,8 +152,10 @@ def pair_loss(x: Tensor, ids: Tensor, *, alpha: float = 0.5) -> dict[str, Tensor
     hinge = torch.relu(similarity - alpha).masked_fill(group[:, None] == group[None, :], 0.0)
     neg = w @ hinge @ w
 
-    total = n_groups**2
-    pos, neg = pos / total, neg / total
+    if weighting == "paper":
+        pos, neg = pos / n_groups**2, neg / n_groups**2
+    else:
+        pos, neg = pos / n_groups, neg / max(n_groups * (n_groups - 1), 1)
     return {"pos": pos, "neg": neg, "loss": pos + neg}
 
 
@@ -150,6 +168,7 @@ def pairwise_embedding_loss(
     generator: torch.Generator | None = None,
     ignore_mask: Tensor | None = None,
     include_background: bool = True,
+    weighting: str = "paper",
 ) -> dict[str, Tensor]:
     """Eq. (2) on uniformly sampled pixels, averaged over the batch.
 
@@ -160,6 +179,7 @@ def pairwise_embedding_loss(
         alpha: margin for negative pairs.
         max_pixels, generator, ignore_mask, include_background: see
             :func:`sample_pixels`.
+        weighting: ``"paper"`` or ``"balanced"``, see :func:`pair_loss`.
 
     Returns:
         ``{"pos", "neg", "loss"}`` scalars.
@@ -168,7 +188,7 @@ def pairwise_embedding_loss(
         embedding, instances, max_pixels=max_pixels, generator=generator,
         ignore_mask=ignore_mask, include_background=include_background,
     )
-    return _batch_mean([pair_loss(s.embedding, s.ids, alpha=alpha) for s in samples])
+    return _batch_mean([pair_loss(s.embedding, s.ids, alpha=alpha, weighting=weighting) for s in samples])
 
 
 def recurrent_grouping_loss(
@@ -177,6 +197,7 @@ def recurrent_grouping_loss(
     *,
     alpha: float = 0.5,
     reduction: str = "sum",
+    weighting: str = "paper",
 ) -> dict[str, Tensor]:
     """The loss ``l^t`` of Sec. 4.2 at every loop of the recurrent mean shift, accumulated.
 
@@ -186,6 +207,7 @@ def recurrent_grouping_loss(
         ids: instance ids of the pixels, ``[N]`` or ``[B, N]``.
         alpha: margin for negative pairs.
         reduction: ``"sum"`` over loops (the paper) or ``"mean"``.
+        weighting: ``"paper"`` or ``"balanced"``, see :func:`pair_loss`.
 
     Returns:
         ``{"pos", "neg", "loss"}`` reduced over loops, plus ``"loss_t0"``, ...,
@@ -206,7 +228,9 @@ def recurrent_grouping_loss(
                 f"recurrent_grouping_loss: iterate {t} has shape {tuple(iterates[t].shape)}, "
                 f"ids have shape {tuple(ids.shape)}; expected [N,D] with [N] or [B,N,D] with [B,N]"
             )
-        per_loop.append(_batch_mean([pair_loss(x[b], batch_ids[b], alpha=alpha) for b in range(x.shape[0])]))
+        per_loop.append(_batch_mean([
+            pair_loss(x[b], batch_ids[b], alpha=alpha, weighting=weighting) for b in range(x.shape[0])
+        ]))
     out = {}
     for key in ("pos", "neg", "loss"):
         stacked = torch.stack([loop[key] for loop in per_loop])
@@ -218,9 +242,13 @@ def recurrent_grouping_loss(
 class PairwiseEmbeddingLoss(nn.Module):
     """Module form of :func:`pairwise_embedding_loss`."""
 
-    def __init__(self, alpha: float = 0.5, max_pixels: int | None = 4000, include_background: bool = True) -> None:
+    def __init__(
+        self, alpha: float = 0.5, max_pixels: int | None = 4000, include_background: bool = True,
+        weighting: str = "paper",
+    ) -> None:
         super().__init__()
         self.alpha, self.max_pixels, self.include_background = alpha, max_pixels, include_background
+        self.weighting = weighting
 
     def forward(
         self,
@@ -232,18 +260,21 @@ class PairwiseEmbeddingLoss(nn.Module):
         return pairwise_embedding_loss(
             embedding, instances, alpha=self.alpha, max_pixels=self.max_pixels,
             generator=generator, ignore_mask=ignore_mask, include_background=self.include_background,
+            weighting=self.weighting,
         )
 
 
 class RecurrentGroupingLoss(nn.Module):
     """Module form of :func:`recurrent_grouping_loss`."""
 
-    def __init__(self, alpha: float = 0.5, reduction: str = "sum") -> None:
+    def __init__(self, alpha: float = 0.5, reduction: str = "sum", weighting: str = "paper") -> None:
         super().__init__()
-        self.alpha, self.reduction = alpha, reduction
+        self.alpha, self.reduction, self.weighting = alpha, reduction, weighting
 
     def forward(self, iterates: Sequence[Tensor], ids: Tensor) -> dict[str, Tensor]:
-        return recurrent_grouping_loss(iterates, ids, alpha=self.alpha, reduction=self.reduction)
+        return recurrent_grouping_loss(
+            iterates, ids, alpha=self.alpha, reduction=self.reduction, weighting=self.weighting
+        )
 
 
 def _batch_mean(terms: list[dict[str, Tensor]]) -> dict[str, Tensor]:

@@ -31,6 +31,19 @@ the loops instead of falling (see :mod:`labkit.clustering.recurrent`). The
 iterates are re-projected onto the sphere after every loop, as in the
 authors' code (Eq. 3 as written leaves the sphere).
 
+Weighting (``pair_weighting``): ``"paper"`` (default) divides both terms of
+Eq. 2 by ``Q^2`` (``Q`` groups in the sample), so an instance's own pairs
+weigh ``1 / Q`` of the whole and the positive term is ``Q - 1`` times lighter
+than the negative one.  With a few objects per scene (digits: ``Q`` = 3-6)
+that is harmless; in a 128 x 128 crop of touching nuclei (``Q`` ~ 10-16) the
+trained embedding put one nucleus on two or three directions (cosine to the
+instance mean 0.4-0.7) while the logged positive term stayed at ~0.01 per
+loop, and the decoding cut nuclei into pieces (own-images benchmark,
+matching accuracy 0.10).  ``"balanced"`` (a deviation) averages the positive
+term over the ``Q`` instances and the negative one over the ``Q (Q - 1)``
+ordered pairs, as the discriminative loss does
+(:func:`labkit.losses.pair_loss`); ``benchmarks/bench_own_images.py`` sets it.
+
 Decoding (the authors released none; our reading of Sec. 4-5): inside the
 predicted foreground, at most ``decode_pixels`` pixels are sampled and moved
 by ``decode_iterations`` loops of the same recurrent mean shift, which
@@ -113,6 +126,7 @@ class RecurrentParams:
     iterations: int = 3
     max_pixels: int = 500  # pixels sampled per image for the loss (authors: <= 4000 on a GPU)
     include_background: bool = True  # background is one more group in Eq. 2
+    pair_weighting: str = "paper"  # "paper": pos and neg over Q^2; "balanced": pos over Q, neg over Q(Q-1)
     semantic_weight: float = 1.0
     # loops at inference (Fig. 4 shows 10): Eq. 2 no longer rises after the training's 3, and the 7 more
     # loops tighten the groups before mode merging (digits val AR50@10 higher than with 3; RESULTS.md)
@@ -195,7 +209,10 @@ class Recurrent(Method):
             embedding, instances, max_pixels=p.max_pixels if sample else None, generator=generator,
             ignore_mask=None if valid is None else ~valid, include_background=p.include_background,
         )
-        per_image = [recurrent_grouping_loss(module(s.embedding), s.ids, alpha=p.alpha) for s in samples]
+        per_image = [
+            recurrent_grouping_loss(module(s.embedding), s.ids, alpha=p.alpha, weighting=p.pair_weighting)
+            for s in samples
+        ]
         return {k: torch.stack([t[k] for t in per_image]).mean() for k in per_image[0]}
 
     def gradient_map(self, embedding: Tensor, instances: Tensor, loops: int) -> Tensor:
