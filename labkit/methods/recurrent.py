@@ -35,14 +35,14 @@ Weighting (``pair_weighting``): ``"paper"`` (default) divides both terms of
 Eq. 2 by ``Q^2`` (``Q`` groups in the sample), so an instance's own pairs
 weigh ``1 / Q`` of the whole and the positive term is ``Q - 1`` times lighter
 than the negative one.  With a few objects per scene (digits: ``Q`` = 3-6)
-that is harmless; in a 128 x 128 crop of touching nuclei (``Q`` ~ 10-16) the
-trained embedding put one nucleus on two or three directions (cosine to the
-instance mean 0.4-0.7) while the logged positive term stayed at ~0.01 per
-loop, and the decoding cut nuclei into pieces (own-images benchmark,
-matching accuracy 0.10).  ``"balanced"`` (a deviation) averages the positive
-term over the ``Q`` instances and the negative one over the ``Q (Q - 1)``
-ordered pairs, as the discriminative loss does
-(:func:`labkit.losses.pair_loss`); ``benchmarks/bench_own_images.py`` sets it.
+that is harmless; in a 128 x 128 crop of touching nuclei (``Q`` ~ 10-16) a
+trained embedding put one nucleus on two or three directions while the
+logged positive term stayed small, and the decoding cut nuclei into pieces
+(benchmarks/RESULTS.md, own-images section).  ``"balanced"`` (a deviation)
+averages the positive term over the ``Q`` instances and the negative one
+over the ``Q (Q - 1)`` ordered pairs, as the discriminative loss does
+(:func:`labkit.losses.recurrent.pair_loss`); ``benchmarks/bench_own_images.py``
+sets it.
 
 Decoding (the authors released none; our reading of Sec. 4-5): inside the
 predicted foreground, at most ``decode_pixels`` pixels are sampled and moved
