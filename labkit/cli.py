@@ -83,8 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, type=Path, help="RUN_DIR/model.pt (or best.pt)")
     p.add_argument("--data", required=True, help="instance folder DIR or synthetic:NAME[:SPLIT] (default split: val)")
     p.add_argument("--metric", default="auto", choices=["auto", "matching_accuracy", "ap50", "ap", "pq"],
-                   help="auto: PQ for data with stuff classes, else matching accuracy at IoU 0.5 for one object "
-                        "class, AP50 for several")
+                   help="auto: PQ for a panoptic method (hle) on data with stuff classes, else matching accuracy at "
+                        "IoU 0.5 for one object class, AP50 for several")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="decoding parameters held fixed")
     p.add_argument("--tile", type=int, default=None,

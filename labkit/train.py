@@ -260,8 +260,8 @@ def train_method(
 
     :func:`train` fits the network on the method's view of the data, once
     ``method.check_training_set`` accepts it (``method.training_view``: IRNet
-    sees image labels only, with its validation set seen the same way), then ``method.post_train`` runs the
-    method's later stages (DVIS's verification head, IRNet's relation mining,
+    sees image labels only, with its validation set seen the same way), then
+    ``method.post_train`` runs the method's later stages (DVIS's verification head, IRNet's relation mining,
     IRNet and pseudo labels) on the full training set.  ``train_kwargs`` go
     to :func:`train` and are passed on to the later stages (the validation
     set and metric are the network's only).

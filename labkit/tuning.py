@@ -12,8 +12,8 @@ repeated per setting, so a sweep costs decoding time.  The score
 FP + FN), the cell-segmentation score: it counts every missed, split or
 merged object and needs no instance scores) on data with one object class,
 COCO mask AP50 where classes must also be right, and panoptic quality (PQ,
-things and stuff together) on data with stuff classes, where a panoptic
-method's stuff regions are part of what the decoding decides.
+things and stuff together) for a panoptic method (``hle``) on data with stuff
+classes, where its stuff regions are part of what the decoding decides.
 
 ``decode.json`` is one JSON object ``{"param": value, ...}``; it is written
 atomically (:func:`labkit.io.write_json`), so a crash never leaves half a file.
@@ -91,13 +91,14 @@ def read_decode_json(run_dir: str | os.PathLike) -> dict[str, Any]:
     return params
 
 
-def resolve_metric(metric: str, dataset: Any) -> str:
-    """``"auto"`` -> ``"pq"`` for data with stuff classes, ``"matching_accuracy"`` for one object class, else ``"ap50"``."""
+def resolve_metric(metric: str, dataset: Any, method: Any = None) -> str:
+    """``"auto"`` -> ``"pq"`` for a panoptic ``method`` on data with stuff classes, else ``"matching_accuracy"``
+    for data with one object class and ``"ap50"`` for several."""
     if metric not in METRICS:
         raise LabkitError(f"unknown tuning metric {metric!r}; choices: {', '.join(METRICS)}")
     if metric != "auto":
         return metric
-    if getattr(dataset, "stuff", None):
+    if getattr(dataset, "stuff", None) and getattr(method, "panoptic", False):
         return "pq"
     names = getattr(dataset, "class_names", None)
     return "matching_accuracy" if names is None or len(names) <= 2 else "ap50"
@@ -121,6 +122,8 @@ def score(
     if metric == "pq":
         if not stuff:
             raise LabkitError("the pq metric needs data with stuff classes (use ap50 or matching_accuracy)")
+        if any(p.get("semantic") is None for p in predictions):
+            raise LabkitError("the pq metric needs predictions with a semantic map (a panoptic method such as hle)")
         stuff = [int(c) for c in stuff]
         seen = {int(c) for item in [*predictions, *ground_truths] for c in torch.as_tensor(item["semantic"]).unique()}
         things = sorted(seen - set(stuff) - {0, 255})

@@ -126,7 +126,7 @@ def validation_metric(method: Any, val_set: Any, *, tile: int | None, device: An
     from labkit.evaluation import predict_dataset
     from labkit.tuning import resolve_metric, score
 
-    name = resolve_metric(metric, val_set)
+    name = resolve_metric(metric, val_set, method)
 
     def val_metric(model: torch.nn.Module) -> float:
         predictions, truths = predict_dataset(method, model, val_set, batch_size=4, device=device,
@@ -294,7 +294,7 @@ def tune_run(
     dataset = held_out_images(checkpoint, data) or load_dataset(str(data), split="val")
     if len(dataset) == 0:
         raise DataError(f"{data}: no validation images")
-    name = resolve_metric(metric, dataset)
+    name = resolve_metric(metric, dataset, m)
     tile_size = resolve_tile(checkpoint, tile)
     saved = read_decode_json(checkpoint)
     base = {k: v for k, v in saved.items() if k not in grid}

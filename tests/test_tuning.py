@@ -114,6 +114,11 @@ def test_panoptic_data_is_tuned_on_pq_stuff_included():
     cached = [CachedImage({}, [(0, 0, 8, 8)], truth)]
     curve = sweep(Fake(), cached, {"keep_stuff": [False, True]}, metric="pq", progress=False, stuff=[3])
     assert [row["score"] for row in curve] == [0.5, 1.0]  # things PQ 1 and stuff PQ 0 or 1, averaged over classes
-    assert resolve_metric("auto", type("D", (), {"class_names": ["bg", "a", "b", "s"], "stuff": [3]})()) == "pq"
+    panoptic_data = type("D", (), {"class_names": ["bg", "a", "b", "s"], "stuff": [3]})()
+    assert resolve_metric("auto", panoptic_data, type("M", (), {"panoptic": True})()) == "pq"
+    assert resolve_metric("auto", panoptic_data, type("M", (), {"panoptic": False})()) == "ap50"  # no semantic map
     with pytest.raises(LabkitError, match="stuff"):
         score(Fake().decode({}, True), [truth], "pq")
+    instance_only = [{k: v for k, v in Fake().decode({}, True)[0].items() if k != "semantic"}]
+    with pytest.raises(LabkitError, match="semantic map"):
+        score(instance_only, [truth], "pq", stuff=[3])

@@ -29,11 +29,14 @@ class Method:
     ``task`` is ``"semantic"`` for per-pixel classification and ``"instance"``
     for methods whose :meth:`decode` returns instance predictions.
     ``trainable`` is False for baselines that need no training.
+    ``panoptic`` is True when every prediction also carries a ``semantic``
+    map (stuff included), so panoptic quality applies.
     """
 
     key: ClassVar[str]
     task: ClassVar[str] = "instance"
     trainable: ClassVar[bool] = True
+    panoptic: ClassVar[bool] = False
     Params: ClassVar[type]
 
     def __init__(self, **overrides: Any) -> None:

@@ -103,6 +103,7 @@ class HLE(Method):
     """Hierarchical Lovász embeddings: embedding + spreads + seed + class means, panoptic decoding."""
 
     key = "hle"
+    panoptic = True
     task = "instance"
     Params = HLEParams
 

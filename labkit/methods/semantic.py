@@ -121,6 +121,7 @@ class SemanticSegmentation(Method):
     """Per-pixel classification: head ``"semantic"`` with ``num_classes`` logits."""
 
     key = "semantic"
+    panoptic = True
     task = "semantic"
     Params = SemanticParams
 
