@@ -73,7 +73,7 @@ def run_method(method: str, data: Path, out: Path, epochs: int | None, params: d
         best = workflows.evaluate_run(data=str(data / "test"), checkpoint=run / "best.pt", device="cpu",
                                       progress=False)
     return {
-        "epochs": len(history["epochs"]), "train_wall_s": train_wall, "train_cpu_s": train_cpu,
+        "params": params, "epochs": len(history["epochs"]), "train_wall_s": train_wall, "train_cpu_s": train_cpu,
         "untuned": untuned, "tuned": tuned, "best_pt_tuned": best, "tune": {
             k: tuned_info[k] for k in ("metric", "best", "best_score", "default_score")},
     }
