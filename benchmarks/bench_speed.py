@@ -17,8 +17,13 @@ synchronised timers and ``torch.cuda.max_memory_allocated``.
 Networks are untrained (``weights=None``) unless ``--run RUN_DIR`` gives a
 trained checkpoint for a method: decoding an untrained network's output
 clusters near-random maps, which can be faster or slower than decoding a
-trained one, so the table says which it used.  Training-free methods
-(``watershed``, ``components``) have no network and decode the image.
+trained one, so the table says which it used.  A trained run is measured on a
+scene of its own synthetic family (``digits`` for a run trained on digits;
+``--family`` for untrained networks and runs trained on a folder; the family
+column says which) and decodes with its ``decode.json`` when ``labkit
+tune`` wrote one, as ``evaluate`` would.  Training-free methods
+(``watershed``, ``components``) have no network and decode the image.  Forward
+and decode times are each the best of ``--repeats`` passes.
 
 A second table times discriminative's seeded mean shift on the same points
 with seeds shifted together (the default) and one at a time
@@ -26,7 +31,11 @@ with seeds shifted together (the default) and one at a time
 printed beside for reference (different hardware and image sizes).
 
     python benchmarks/bench_speed.py [--sizes 64x64 256x256 512x1024] [--methods KEY ...]
-        [--run RUN_DIR ...] [--device auto|cpu|cuda] [--threads N] [--no-resnet] [--timeout 300]
+        [--run RUN_DIR ...] [--family shapes] [--repeats 1] [--device auto|cpu|cuda] [--threads N]
+        [--no-resnet] [--timeout 300] [--no-seeded]
+
+The table's ``inst`` column counts the decoded instances, ``gt`` the scene's
+objects (a decode that finds nothing is fast for the wrong reason).
 """
 from __future__ import annotations
 
@@ -85,35 +94,54 @@ def _load(key: str, backbone: str, runs: dict[str, str], device: torch.device, n
     return method, model.to(device).eval(), ("untrained" if method.trainable else "none"), 3
 
 
-def measure(key: str, backbone: str, size: tuple[int, int], runs: dict[str, str], device: str, threads: int
-            ) -> dict[str, Any]:
-    """Forward and decode milliseconds and peak memory of one method at one size."""
+def run_family(run: str | None, default: str = "shapes") -> str:
+    """The synthetic family a run was trained on; ``default`` without a run or for a folder-trained run."""
+    from labkit.checkpoint import read_checkpoint
+
+    if run is None:
+        return default
+    kind, _, rest = str(read_checkpoint(run)["data"].get("spec", "")).partition(":")
+    return rest.partition(":")[0] if kind == "synthetic" and rest else default
+
+
+def measure(key: str, backbone: str, size: tuple[int, int], runs: dict[str, str], device: str, threads: int,
+            repeats: int = 1, default_family: str = "shapes") -> dict[str, Any]:
+    """Forward and decode milliseconds (best of ``repeats``) and peak memory of one method at one size."""
     from labkit.data.synthetic import SyntheticScenes
+    from labkit.workflows import decode_settings
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     dev = torch.device(device)
-    scenes = SyntheticScenes("shapes", split="test", num_samples=1, size=size)
+    run = runs.get(key) if backbone == "unet" else None
+    family = run_family(run, default_family)
+    scenes = SyntheticScenes(family, split="test", num_samples=1, size=size)
     method, model, weights, channels = _load(key, backbone, runs, dev, scenes.num_classes)
+    params = decode_settings(run, None) if run else {}
     image = scenes[0]["image"][:channels][None].to(dev)
-    warm = SyntheticScenes("shapes", split="test", num_samples=1, size=64)[0]["image"][:channels][None].to(dev)
+    warm = SyntheticScenes(family, split="test", num_samples=1, size=64)[0]["image"][:channels][None].to(dev)
+    forward, decode = [], []
     with torch.no_grad():
-        method.decode(model(warm))
+        method.decode(model(warm), **params)
         _sync(dev)
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
         base = _rss_mb()
-        start = time.perf_counter()
-        outputs = model(image)
-        _sync(dev)
-        middle = time.perf_counter()
-        predictions = method.decode(outputs)
-        _sync(dev)
-        end = time.perf_counter()
+        for _ in range(repeats):
+            start = time.perf_counter()
+            outputs = model(image)
+            _sync(dev)
+            middle = time.perf_counter()
+            predictions = method.decode(outputs, **params)
+            _sync(dev)
+            end = time.perf_counter()
+            forward.append(middle - start)
+            decode.append(end - middle)
     peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else max(0.0, _peak_mb() - base)
     return {
-        "forward_ms": 1000 * (middle - start), "decode_ms": 1000 * (end - middle), "peak_mb": peak,
-        "weights": weights, "instances": int(len(predictions[0]["ids"])),
+        "forward_ms": 1000 * min(forward), "decode_ms": 1000 * min(decode), "peak_mb": peak,
+        "weights": weights, "family": family, "instances": int(len(predictions[0]["ids"])),
+        "objects": int(scenes[0]["instances"].unique().gt(0).sum()),
         "params": sum(p.numel() for p in model.parameters()),
     }
 
@@ -182,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-resnet", action="store_true", help="skip the ResNet-50 backbone at the largest size")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per CPU measurement")
     parser.add_argument("--no-seeded", action="store_true", help="skip the seeded mean shift reference")
+    parser.add_argument("--repeats", type=int, default=1, help="forward + decode passes per measurement (best kept)")
+    parser.add_argument("--family", default="shapes",
+                        help="synthetic family of the scene for a network not trained on one (untrained, or trained "
+                             "on a folder, e.g. nuclei for a run trained on microscopy images)")
     args = parser.parse_args(argv)
 
     from labkit.checkpoint import read_checkpoint
@@ -201,14 +233,14 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"torch {torch.__version__}, CPU threads {args.threads}, devices {devices}, "
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
-    header = (f"{'method':15s} {'backbone':9s} {'device':6s} {'size':>9s} {'weights':9s} {'forward ms':>11s} "
-              f"{'decode ms':>10s} {'dec/fwd':>8s} {'peak MB':>8s} {'inst':>5s}")
+    header = (f"{'method':15s} {'backbone':9s} {'device':6s} {'size':>9s} {'weights':9s} {'family':8s} {'forward ms':>11s} "
+              f"{'decode ms':>10s} {'dec/fwd':>8s} {'peak MB':>8s} {'inst':>5s} {'gt':>5s}")
     print(header)
     print("-" * len(header))
     results: dict[tuple, dict[str, Any]] = {}
     for device in devices:
         for key, backbone, size in plan:
-            task = (key, backbone, size, runs, device, args.threads)
+            task = (key, backbone, size, runs, device, args.threads, args.repeats, args.family)
             r = measure_isolated(task, args.timeout) if device == "cpu" else _in_process(task)
             results[(key, backbone, device, size)] = r
             name = f"{size[0]}x{size[1]}"
@@ -216,8 +248,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{key:15s} {backbone:9s} {device:6s} {name:>9s} {'':9s} {r['error']}")
                 continue
             ratio = r["decode_ms"] / r["forward_ms"] if r["params"] else float("nan")
-            print(f"{key:15s} {backbone:9s} {device:6s} {name:>9s} {r['weights']:9s} {r['forward_ms']:11.1f} "
-                  f"{r['decode_ms']:10.1f} {ratio:8.2f} {r['peak_mb']:8.0f} {r['instances']:5d}", flush=True)
+            print(f"{key:15s} {backbone:9s} {device:6s} {name:>9s} {r['weights']:9s} {r['family']:8s} {r['forward_ms']:11.1f} "
+                  f"{r['decode_ms']:10.1f} {ratio:8.2f} {r['peak_mb']:8.0f} {r['instances']:5d} {r['objects']:5d}", flush=True)
 
     print()
     print(f"goal: decode <= UNet forward at {largest[0]}x{largest[1]} (same run, same device)")
