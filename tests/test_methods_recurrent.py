@@ -10,7 +10,7 @@ from labkit import methods
 from labkit.clustering import recurrent_mean_shift
 from labkit.errors import LabkitError
 from labkit.losses import recurrent_grouping_loss
-from labkit.methods.recurrent import merge_modes
+from labkit.methods.recurrent import merge_modes, overlap_counts, pool_proposals
 
 
 def scene() -> dict[str, torch.Tensor]:
@@ -308,6 +308,40 @@ def test_smaller_bandwidths_pool_finer_proposals_after_the_coarse_ones():
     truth = {"instances": inst}
     assert average_recall([coarse], [truth])["ar@10"] < 0.5
     assert average_recall([pooled], [truth])["ar@10"] == 1.0
+
+
+def _pool_mask_by_mask(levels, redundant_iou=0.9):
+    """The definition: every proposal against every kept mask of the earlier levels, one mask at a time."""
+    kept = []
+    for level, pred in enumerate(levels):
+        for i in pred["ids"].tolist():
+            mask = pred["instances"] == i
+            if any(level > lv and (mask & m).sum() / (mask | m).sum() >= redundant_iou for lv, m in kept):
+                continue
+            kept.append((level, mask))
+    return torch.stack([m for _, m in kept])
+
+
+def test_pool_proposals_drops_the_repeats_the_mask_by_mask_definition_drops():
+    g = torch.Generator().manual_seed(0)
+    coarse = torch.randint(0, 4, (3, 4), generator=g).repeat_interleave(8, 0).repeat_interleave(8, 1)  # 24 x 32
+    fine = coarse * 3 + torch.randint(0, 3, coarse.shape, generator=g)  # every coarse label cut into pieces
+    fine[(coarse == 1) & (torch.rand(coarse.shape, generator=g) < 0.95)] = 40  # ~ coarse label 1 again
+    same = coarse.clone()  # level 2 repeats level 0 exactly, except one pixel
+    same[0, 0] = 7
+    levels = []
+    for labels in (coarse, fine, same):
+        ids = labels.unique()
+        ids = ids[ids > 0]
+        remap = torch.zeros(int(labels.max()) + 1, dtype=torch.int64)
+        remap[ids] = torch.arange(1, len(ids) + 1)
+        levels.append({"instances": remap[labels], "ids": torch.arange(1, len(ids) + 1),
+                       "classes": torch.ones(len(ids), dtype=torch.int64), "scores": torch.rand(len(ids), generator=g)})
+    pooled = pool_proposals(levels)
+    assert torch.equal(pooled["masks"], _pool_mask_by_mask(levels))
+    assert len(pooled["masks"]) < sum(len(lv["ids"]) for lv in levels)  # something was dropped
+    assert torch.equal(overlap_counts(torch.tensor([0, 1, 1, 2]), torch.tensor([1, 1, 0, 1])),
+                       torch.tensor([[0, 1], [1, 1], [0, 1]]))
 
 
 def test_split_classes_cuts_apart_pieces_of_different_classes_only():
