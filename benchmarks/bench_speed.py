@@ -75,11 +75,6 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _load(key: str, backbone: str, runs: dict[str, str], device: torch.device, num_classes: int):
     """(method, model or None, 'trained'|'untrained'|'none', in_channels)."""
     from labkit import methods
@@ -107,6 +102,7 @@ def run_family(run: str | None, default: str = "shapes") -> str:
 def measure(key: str, backbone: str, size: tuple[int, int], runs: dict[str, str], device: str, threads: int,
             repeats: int = 1, default_family: str = "shapes") -> dict[str, Any]:
     """Forward and decode milliseconds (best of ``repeats``) and peak memory of one method at one size."""
+    from labkit.compare import time_forward_decode
     from labkit.data.synthetic import SyntheticScenes
     from labkit.workflows import decode_settings
 
@@ -122,24 +118,17 @@ def measure(key: str, backbone: str, size: tuple[int, int], runs: dict[str, str]
     warm = SyntheticScenes(family, split="test", num_samples=1, size=64)[0]["image"][:channels][None].to(dev)
     forward, decode = [], []
     with torch.no_grad():
-        method.decode(model(warm), **params)
-        _sync(dev)
+        time_forward_decode(method, model, warm, params, dev)
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
         base = _rss_mb()
         for _ in range(repeats):
-            start = time.perf_counter()
-            outputs = model(image)
-            _sync(dev)
-            middle = time.perf_counter()
-            predictions = method.decode(outputs, **params)
-            _sync(dev)
-            end = time.perf_counter()
-            forward.append(middle - start)
-            decode.append(end - middle)
+            predictions, forward_ms, decode_ms = time_forward_decode(method, model, image, params, dev)
+            forward.append(forward_ms)
+            decode.append(decode_ms)
     peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else max(0.0, _peak_mb() - base)
     return {
-        "forward_ms": 1000 * min(forward), "decode_ms": 1000 * min(decode), "peak_mb": peak,
+        "forward_ms": min(forward), "decode_ms": min(decode), "peak_mb": peak,
         "weights": weights, "family": family, "instances": int(len(predictions[0]["ids"])),
         "objects": int(scenes[0]["instances"].unique().gt(0).sum()),
         "params": sum(p.numel() for p in model.parameters()),

@@ -48,6 +48,7 @@ from tqdm.auto import tqdm
 from labkit import methods
 from labkit.errors import LabkitError
 from labkit.io import atomic_open, write_json
+from labkit.methods.base import Method, Prediction
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,21 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def time_forward_decode(
+    method: Method, model: nn.Module, image: torch.Tensor, decode_params: dict[str, Any], device: torch.device
+) -> tuple[list[Prediction], float, float]:
+    """``(predictions, forward ms, decode ms)`` of one batch ``image`` (on ``device``), CUDA-synchronised timers."""
+    _sync(device)
+    start = time.perf_counter()
+    outputs = model(image)
+    _sync(device)
+    middle = time.perf_counter()
+    decoded = method.decode(outputs, **decode_params)
+    _sync(device)
+    end = time.perf_counter()
+    return decoded, 1000 * (middle - start), 1000 * (end - middle)
+
+
 def timed_predictions(
     method: Any, model: nn.Module, dataset: Any, *, device: torch.device, decode_params: dict[str, Any],
     progress: bool = True, max_images: int | None = None,
@@ -163,19 +179,12 @@ def timed_predictions(
         for i in tqdm(range(n), desc=f"compare {method.key}", disable=not progress, leave=False):
             sample = dataset[i]
             batch = collate([sample])
-            image = batch["image"].to(device)
-            _sync(device)
-            start = time.perf_counter()
-            outputs = model(image)
-            _sync(device)
-            middle = time.perf_counter()
-            decoded = method.decode(outputs, **decode_params)
-            _sync(device)
-            end = time.perf_counter()
+            decoded, forward, decode = time_forward_decode(method, model, batch["image"].to(device), decode_params,
+                                                           device)
             if len(decoded) != 1:
                 raise LabkitError(f"method {method.key!r} decoded {len(decoded)} predictions for one image")
-            forward_ms.append(1000 * (middle - start))
-            decode_ms.append(1000 * (end - middle))
+            forward_ms.append(forward)
+            decode_ms.append(decode)
             predictions.append({k: v.detach().cpu() if isinstance(v, torch.Tensor) else v
                                 for k, v in decoded[0].items()})
             truths.append(ground_truth(sample))
