@@ -43,7 +43,6 @@ import argparse
 import multiprocessing as mp
 import os
 import resource
-import statistics
 import sys
 import time
 from typing import Any
