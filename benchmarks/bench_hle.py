@@ -9,7 +9,9 @@ Quality (``--part quality``): trains, with the fast CPU profile, through
   class as instances is the baseline that needs no embedding,
 
 evaluates all three on the ``test`` split in the same run and prints PQ,
-PQ_things, PQ_stuff and AP50: with the default decode thresholds, and with
+PQ_things, PQ_stuff, AP50 and the class-agnostic matching accuracy of the
+thing instances (masks right whatever their class: with PQ_things it tells
+wrong classes from wrong masks): with the default decode thresholds, and with
 the thresholds ``labkit tune`` picks on the ``val`` split (by PQ; the
 baseline has none to tune).  The targets, on the tuned figures averaged over
 ``--seeds``: HLE PQ >= 0.6, ahead of the baseline, and the Lovász model
@@ -75,6 +77,7 @@ def quality(out: Path, epochs: int | None, seeds: list[int]) -> dict:
             shown = row.get("tuned", row)
             print(f"{name:22s} seed {seed}  PQ {row['pq']:.3f}  tuned on val: PQ {shown['pq']:.3f}  "
                   f"PQ_th {shown['pq_things']:.3f}  PQ_st {shown['pq_stuff']:.3f}  AP50 {shown['ap50']:.3f}  "
+                  f"things matched class-agnostically {shown['matching_accuracy']:.3f}  "
                   f"({row['seconds']:.0f} s)", flush=True)
     pq = {name: [r.get("tuned", r)["pq"] for r in rows] for name, rows in results.items()}
     mean = {name: statistics.mean(v) for name, v in pq.items()}
@@ -93,7 +96,7 @@ def quality(out: Path, epochs: int | None, seeds: list[int]) -> dict:
 def _scores(run: Path, decode: dict) -> dict:
     r = workflows.evaluate_run(data=DATA, checkpoint=run / "model.pt", device="cpu", decode_params=decode,
                                progress=False)
-    return {k: r[k] for k in ("pq", "pq_things", "pq_stuff", "ap50", "ap")}
+    return {k: r[k] for k in ("pq", "pq_things", "pq_stuff", "ap50", "ap", "matching_accuracy")}
 
 
 def _time(fn, repeat: int) -> float:
