@@ -363,6 +363,54 @@ def test_split_classes_cuts_apart_pieces_of_different_classes_only():
     assert out[0, 0] == 0 and sorted(out.unique().tolist()) == [0, 1, 2, 3, 4]
 
 
+def _regroup_cluster_by_cluster(labels, quality, min_fraction, key):
+    """The definition: every cluster labelled on its own, its crumbs to its largest piece, its groups numbered."""
+    import numpy as np
+    from scipy import ndimage
+
+    arr = labels.numpy()
+    out = np.zeros_like(arr)
+    qualities = []
+    for k in np.unique(arr[arr > 0]).tolist():
+        components, n = ndimage.label(arr == k, structure=np.ones((3, 3)))
+        sizes = np.bincount(components.ravel(), minlength=n + 1)[1:]
+        piece = np.arange(n + 1)
+        piece[1:][sizes < min_fraction * sizes.max()] = 1 + int(sizes.argmax())
+        inside = components > 0
+        values, new = np.unique(key(piece[components[inside]], inside), return_inverse=True)
+        out[inside] = len(qualities) + 1 + new.reshape(-1)
+        qualities.extend([float(quality[k - 1])] * len(values))
+    return torch.from_numpy(out), torch.tensor(qualities)
+
+
+@pytest.mark.parametrize("min_fraction", [0.0, 0.25, 0.6])
+def test_split_components_and_classes_equal_the_cluster_by_cluster_definition(min_fraction):
+    from labkit.methods.embedding import split_classes, split_components
+
+    g = torch.Generator().manual_seed(int(min_fraction * 10))
+    for _ in range(3):
+        labels = torch.randint(0, 6, (6, 8), generator=g).repeat_interleave(3, 0).repeat_interleave(3, 1)
+        labels[torch.rand(labels.shape, generator=g) < 0.15] = 0  # ragged pieces and crumbs
+        classes = torch.randint(1, 4, labels.shape, generator=g)
+        quality = torch.rand(5, generator=g)
+        out, q = split_components(labels, quality, min_fraction)
+        ref, ref_q = _regroup_cluster_by_cluster(labels, quality, min_fraction, lambda piece, inside: piece)
+        assert torch.equal(out, ref) and torch.allclose(q, ref_q)
+        cls = classes.numpy()
+
+        def majority(piece, inside):
+            import numpy as np
+
+            votes = np.zeros((piece.max() + 1, int(cls.max()) + 1), dtype=np.int64)
+            np.add.at(votes, (piece, cls[inside]), 1)
+            return votes.argmax(axis=1)[piece]
+
+        out, q = split_classes(labels, classes, quality, min_fraction)
+        ref, ref_q = _regroup_cluster_by_cluster(labels, quality, min_fraction, majority)
+        assert torch.equal(out, ref) and torch.allclose(q, ref_q)
+    assert split_components(torch.zeros(3, 3, dtype=torch.int64), torch.zeros(0))[1].numel() == 0
+
+
 def test_decode_grid_sweeps_delta_around_the_tied_value_and_decode_accepts_it():
     method = methods.get("recurrent")
     grid = method.decode_grid()

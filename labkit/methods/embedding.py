@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from scipy import ndimage
+from skimage import measure
 from torch import Tensor
 
 from labkit.methods.base import Batch, Prediction
@@ -178,21 +178,35 @@ def _regroup_pieces(
     """Relabel each cluster of ``labels`` by a key of its 8-connected pieces.
 
     A cluster's pieces with fewer than ``min_fraction`` of the pixels of its
-    largest piece join the largest; ``key(piece, inside)`` maps each of the
-    cluster's pixels (``piece``: its piece index, ``inside``: the cluster's
-    mask) to a group, and each group becomes one label with its cluster's
-    quality.  Returns the new label map and each label's quality.
+    largest piece (the first in raster order among equals) join the largest;
+    ``key(piece, inside)`` maps every clustered pixel (``piece``: its piece
+    index, ``inside``: the mask of clustered pixels) to a group, and each
+    (cluster, group) becomes one label with its cluster's quality, numbered by
+    cluster, then by group.  Returns the new label map and each label's quality.
+    The pieces of every cluster come from one labelling of the whole map
+    (neighbours with equal labels connect), not one pass per cluster.
     """
     arr = labels.cpu().numpy()
     out = np.zeros_like(arr)
-    qualities: list[float] = []
-    for k in np.unique(arr[arr > 0]).tolist():
-        components, n = ndimage.label(arr == k, structure=np.ones((3, 3)))
-        sizes = np.bincount(components.ravel(), minlength=n + 1)[1:]
-        piece = np.arange(n + 1)
-        piece[1:][sizes < min_fraction * sizes.max()] = 1 + int(sizes.argmax())
-        inside = components > 0
-        values, new = np.unique(key(piece[components[inside]], inside), return_inverse=True)
-        out[inside] = len(qualities) + 1 + new.reshape(-1)
-        qualities.extend([float(quality[k - 1])] * len(values))
-    return torch.from_numpy(out).to(labels.device), torch.tensor(qualities, dtype=torch.float32)
+    inside = arr > 0
+    if not inside.any():
+        return torch.from_numpy(out).to(labels.device), torch.zeros(0, dtype=torch.float32)
+    components = measure.label(arr, background=0, connectivity=2)
+    count = int(components.max())
+    sizes = np.bincount(components[inside], minlength=count + 1)[1:]
+    pieces = np.arange(1, count + 1)
+    cluster = np.zeros(count, dtype=np.int64)
+    cluster[components[inside] - 1] = arr[inside]
+    order = np.lexsort((pieces, -sizes, cluster))  # by cluster, then largest first, then raster order
+    first = order[np.r_[True, cluster[order][1:] != cluster[order][:-1]]]
+    largest = np.zeros(int(arr.max()) + 1, dtype=np.int64)
+    largest[cluster[first]] = pieces[first]
+    piece = np.arange(count + 1)
+    crumbs = sizes < min_fraction * sizes[largest[cluster] - 1]
+    piece[1:][crumbs] = largest[cluster][crumbs]
+    group = np.asarray(key(piece[components[inside]], inside), dtype=np.int64)
+    pairs = arr[inside].astype(np.int64) * (int(group.max()) + 1) + group
+    values, new = np.unique(pairs, return_inverse=True)
+    out[inside] = new.reshape(-1) + 1
+    clusters = values // (int(group.max()) + 1)
+    return torch.from_numpy(out).to(labels.device), quality.detach().float().cpu()[torch.from_numpy(clusters - 1)]
