@@ -141,11 +141,12 @@ def _balls(points: Tensor, sq_points: Tensor, modes: Tensor, r2: float, chunk_si
     """
     balls = torch.empty(len(modes), len(points), dtype=torch.bool, device=points.device)
     sq_modes = (modes * modes).sum(1)
+    largest = float(sq_points.max()) if len(points) else 0.0
     for rows in row_chunks(len(modes), len(points), chunk_size):
         d2 = torch.addmm(sq_points[None, :], modes[rows], points.T, alpha=-2.0).add_(sq_modes[rows, None])
         balls[rows] = d2 <= r2
-        scale = (r2 + sq_points[None, :] + sq_modes[rows, None]).mul_(1e-4)
-        unsure = ((d2 - r2).abs_() <= scale).nonzero()
+        scale = (r2 + largest + sq_modes[rows, None]).mul_(1e-4)  # per row: a band at least as wide as each point's
+        unsure = (d2.sub_(r2).abs_() <= scale).nonzero()
         if len(unsure):
             s, j = unsure[:, 0] + rows.start, unsure[:, 1]
             balls[s, j] = ((points[j] - modes[s]) ** 2).sum(1) <= r2
@@ -165,21 +166,21 @@ def _shift_many(
     modes = starts.clone()
     active = torch.arange(len(modes), device=points.device)
     sq_points = (points * points).sum(1)
+    with_ones = torch.cat([points, points.new_ones(len(points), 1)], dim=1)  # one product gives sums and counts
     for _ in range(max_iter):
         if len(active) == 0:
             break
         current = modes[active]
-        num = torch.zeros_like(current)
-        den = points.new_zeros(len(current))
+        total = current.new_zeros(len(current), current.shape[1] + 1)
         sq_current = (current * current).sum(1)[:, None]
         for rows in row_chunks(len(points), len(current), chunk_size):
             d2 = torch.addmm(sq_points[rows][None, :], current, points[rows].T, alpha=-2.0).add_(sq_current)
             if kernel == "flat":
-                w = (d2 <= bandwidth * bandwidth).to(points.dtype)
+                w = d2.le_(bandwidth * bandwidth)  # in place: 1.0 inside the ball, 0.0 outside
             else:
-                w = torch.exp(d2.clamp_min_(0) * (-0.5 / bandwidth**2))
-            num += w @ points[rows]
-            den += w.sum(1)
+                w = d2.clamp_min_(0).mul_(-0.5 / bandwidth**2).exp_()
+            total += w @ with_ones[rows]
+        num, den = total[:, :-1], total[:, -1]
         new = torch.where(den[:, None] > 0, num / den.clamp_min(1e-30)[:, None], current)
         if kernel == "vmf":
             new = new / new.norm(dim=1, keepdim=True).clamp_min(1e-12)
