@@ -512,7 +512,7 @@ def metric_chart(rows: Sequence[dict[str, Any]]):
         for key in METRICS if any(r[key] is not None for r in ran)
     ])
     fig.update_layout(barmode="group", title="quality (0-1, higher is better)", yaxis_range=[0, 1],
-                      height=380, margin=dict(l=40, r=10, t=40, b=40))
+                      width=max(480, 110 * len(ran) + 140), height=380, margin=dict(l=40, r=10, t=60, b=40))
     return fig
 
 
@@ -526,7 +526,7 @@ def speed_chart(rows: Sequence[dict[str, Any]]):
         for key in ("forward_ms", "decode_ms")
     ])
     fig.update_layout(barmode="group", title="milliseconds per image (batch size 1)", yaxis_type="log",
-                      height=380, margin=dict(l=40, r=10, t=40, b=40))
+                      width=max(420, 80 * len(ran) + 200), height=380, margin=dict(l=40, r=10, t=60, b=40))
     return fig
 
 
@@ -568,7 +568,7 @@ td:first-child, th:first-child { text-align: left; }
 tr.not-applicable td { color: #888; }
 td.reason { text-align: left; font-style: italic; }
 .charts { display: flex; flex-wrap: wrap; gap: 1em; }
-.charts > div { flex: 1 1 480px; }
+.charts > div { flex: 0 0 auto; }
 """
 
 
