@@ -205,8 +205,8 @@ def _regroup_pieces(
     crumbs = sizes < min_fraction * sizes[largest[cluster] - 1]
     piece[1:][crumbs] = largest[cluster][crumbs]
     group = np.asarray(key(piece[components[inside]], inside), dtype=np.int64)
-    pairs = arr[inside].astype(np.int64) * (int(group.max()) + 1) + group
-    values, new = np.unique(pairs, return_inverse=True)
+    width = int(group.max()) + 1
+    values, new = np.unique(arr[inside].astype(np.int64) * width + group, return_inverse=True)  # (cluster, group)
     out[inside] = new.reshape(-1) + 1
-    clusters = values // (int(group.max()) + 1)
+    clusters = values // width
     return torch.from_numpy(out).to(labels.device), quality.detach().float().cpu()[torch.from_numpy(clusters - 1)]
