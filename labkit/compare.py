@@ -477,7 +477,7 @@ def embeddings_figure(entries: dict[str, Entry], sample: dict[str, Any], *, max_
     if not views:
         return None
     fig = make_subplots(rows=1, cols=len(views), specs=[[{"type": "scene"}] * len(views)],
-                        subplot_titles=[f"{n}: {h} ({k})" for n, h, k, _ in views])
+                        subplot_titles=[f"{n}<br>{h} ({k})" for n, h, k, _ in views])
     gt = sample["instances"].numpy()
     ids = np.unique(gt)
     colors = {int(i): c for i, c in zip(ids, instance_colors(ids))}
@@ -554,9 +554,10 @@ def table_html(rows: Sequence[dict[str, Any]]) -> str:
     body = []
     for r in rows:
         cells = "".join(f"<td>{_cell(r[c])}</td>" for c in shown)
-        if r["status"] != OK:
-            cells += f'<td class="reason">{html.escape(str(r["reason"]))}</td>'
         body.append(f'<tr class="{r["status"].replace(" ", "-")}">{cells}</tr>')
+        if r["status"] != OK:  # the reason on a row of its own, across the table
+            body.append(f'<tr class="{r["status"].replace(" ", "-")}"><td class="reason" colspan="{len(shown)}">'
+                        f'{html.escape(str(r["reason"]))}</td></tr>')
     return f'<table id="compare-table"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 

@@ -234,6 +234,11 @@ def test_methods_that_could_not_train_get_a_row(monkeypatch):
                    skipped={"irnet": "this family has no image-level labels"})["rows"]
     assert [r["name"] for r in rows] == ["watershed", "irnet"]
     assert rows[1]["status"] == NOT_APPLICABLE and "labels" in rows[1]["reason"] and list(rows[1]) == list(COLUMNS)
+    from labkit.compare import table_html
+
+    table = table_html(rows)  # the reason spans the table on a row of its own, under its method's row
+    assert table.index(">irnet<") < table.index("this family has no image-level labels</td></tr>")
+    assert table.count("<tr") == 4 and 'class="reason" colspan="' in table
 
 
 def test_train_for_comparison_resumes_its_own_run_and_restarts_a_changed_one(tmp_path):
