@@ -556,7 +556,7 @@ def table_html(rows: Sequence[dict[str, Any]]) -> str:
         cells = "".join(f"<td>{_cell(r[c])}</td>" for c in shown)
         body.append(f'<tr class="{r["status"].replace(" ", "-")}">{cells}</tr>')
         if r["status"] != OK:  # the reason on a row of its own, across the table
-            body.append(f'<tr class="{r["status"].replace(" ", "-")}"><td class="reason" colspan="{len(shown)}">'
+            body.append(f'<tr class="{r["status"].replace(" ", "-")}"><td class="reason" colspan="{len(shown)}" style="text-align: left">'
                         f'{html.escape(str(r["reason"]))}</td></tr>')
     return f'<table id="compare-table"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
