@@ -498,7 +498,7 @@ def embeddings_figure(entries: dict[str, Entry], sample: dict[str, Any], *, max_
                for i in labels for c in [colors[int(i)]]]
         fig.add_trace(go.Scatter3d(x=xyz[:, 0], y=xyz[:, 1], z=xyz[:, 2], mode="markers", name=name,
                                    marker=dict(size=2, color=rgb), showlegend=False), row=1, col=col)
-    fig.update_layout(height=420, width=min(980, max(420, 330 * len(views))), margin=dict(l=0, r=0, t=40, b=0))
+    fig.update_layout(height=460, width=min(980, max(420, 330 * len(views))), margin=dict(l=0, r=0, t=90, b=0))
     return fig
 
 
