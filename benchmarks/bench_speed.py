@@ -221,8 +221,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"torch {torch.__version__}, CPU threads {args.threads}, devices {devices}, "
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
-    header = (f"{'method':15s} {'backbone':9s} {'device':6s} {'size':>9s} {'weights':9s} {'family':8s} {'forward ms':>11s} "
-              f"{'decode ms':>10s} {'dec/fwd':>8s} {'peak MB':>8s} {'inst':>5s} {'gt':>5s}")
+    header = (f"{'method':15s} {'backbone':9s} {'device':6s} {'size':>9s} {'weights':9s} {'family':8s} "
+              f"{'forward ms':>11s} {'decode ms':>10s} {'dec/fwd':>8s} {'peak MB':>8s} {'inst':>5s} {'gt':>5s}")
     print(header)
     print("-" * len(header))
     results: dict[tuple, dict[str, Any]] = {}
@@ -236,8 +236,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{key:15s} {backbone:9s} {device:6s} {name:>9s} {'':9s} {r['error']}")
                 continue
             ratio = r["decode_ms"] / r["forward_ms"] if r["params"] else float("nan")
-            print(f"{key:15s} {backbone:9s} {device:6s} {name:>9s} {r['weights']:9s} {r['family']:8s} {r['forward_ms']:11.1f} "
-                  f"{r['decode_ms']:10.1f} {ratio:8.2f} {r['peak_mb']:8.0f} {r['instances']:5d} {r['objects']:5d}", flush=True)
+            print(f"{key:15s} {backbone:9s} {device:6s} {name:>9s} {r['weights']:9s} {r['family']:8s} "
+                  f"{r['forward_ms']:11.1f} {r['decode_ms']:10.1f} {ratio:8.2f} {r['peak_mb']:8.0f} "
+                  f"{r['instances']:5d} {r['objects']:5d}", flush=True)
 
     print()
     print(f"goal: decode <= UNet forward at {largest[0]}x{largest[1]} (same run, same device)")

@@ -554,11 +554,13 @@ def table_html(rows: Sequence[dict[str, Any]]) -> str:
     body = []
     for r in rows:
         cells = "".join(f"<td>{_cell(r[c])}</td>" for c in shown)
-        body.append(f'<tr class="{r["status"].replace(" ", "-")}">{cells}</tr>')
+        status = r["status"].replace(" ", "-")
+        body.append(f'<tr class="{status}">{cells}</tr>')
         if r["status"] != OK:  # the reason on a row of its own, across the table
-            body.append(f'<tr class="{r["status"].replace(" ", "-")}"><td class="reason" colspan="{len(shown)}" style="text-align: left">'
+            body.append(f'<tr class="{status}"><td class="reason" colspan="{len(shown)}" style="text-align: left">'
                         f'{html.escape(str(r["reason"]))}</td></tr>')
-    return f'<table id="compare-table"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+    return (f'<div style="overflow-x: auto"><table id="compare-table"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table></div>')  # scrolls sideways where the page is narrower
 
 
 _STYLE = """
