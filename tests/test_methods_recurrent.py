@@ -414,9 +414,13 @@ def test_split_components_and_classes_equal_the_cluster_by_cluster_definition(mi
 def test_decode_grid_sweeps_delta_around_the_tied_value_and_decode_accepts_it():
     method = methods.get("recurrent")
     grid = method.decode_grid()
-    assert set(grid) == {"delta"}
+    assert set(grid) == {"delta", "min_area"}
     assert grid["delta"] == pytest.approx([6 * 0.5**0.5, 6.0, 6 * 2**0.5, 12.0], rel=1e-4)  # concentration x 0.5..4
+    assert grid["min_area"] == [8, 32]
+    assert methods.get("recurrent", min_area=5).decode_grid()["min_area"] == [5, 20]
     outputs = simplex_outputs(scene(), noise=0.05)
     for delta in grid["delta"]:  # the three groups 120 degrees apart stay separate at every candidate
         (pred,) = method.decode(outputs, delta=delta, proposal_scales=())
         assert len(pred["ids"]) == 2
+    (pred,) = method.decode(outputs, min_area=21, proposal_scales=())  # instance 5 has 20 pixels, 9 has 21
+    assert len(pred["ids"]) == 1 and int((pred["instances"] > 0).sum()) == 21
