@@ -230,7 +230,7 @@ def _owned_ranges(starts: list[int], tile: int, length: int) -> list[tuple[int, 
 
 def stitch_tiles(
     predictions: Sequence[Mapping[str, Any]], windows: Sequence[Window], *, min_overlap: float = 0.5,
-    min_pixels: int = 4,
+    min_pixels: int = 4, link_band: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """One prediction from per-tile predictions on overlapping ``windows`` (a regular grid, as tile_windows).
 
@@ -244,7 +244,17 @@ def stitch_tiles(
     instance.  Its class and score come from the tile holding most of it.
     ``semantic`` maps are stitched by ownership; overlapping proposals
     (``masks``) are not stitched and are left out.
+
+    ``link_band`` (off by default): compare two tiles' labels only on the
+    pixels within ``link_band`` pixels of *both* tiles' owned ranges, i.e. in a
+    band around the cut line between them, instead of the whole overlap.  A
+    tile's decoding is worst near its own border (least context); with the
+    whole overlap, an instance that merges two objects there links both to
+    their instances in the other tile, and the union-find spreads the merge
+    even where the owning tile separated them.
     """
+    if link_band is not None and link_band < 0:
+        raise LabkitError(f"link_band must be >= 0 or None, got {link_band}")
     if len(predictions) != len(windows) or not windows:
         raise LabkitError(f"{len(predictions)} tile predictions for {len(windows)} windows")
     height = max(y + h for y, _, h, _ in windows)
@@ -271,6 +281,11 @@ def stitch_tiles(
             yb, xb, hb, wb = windows[b]
             y0, y1 = max(ya, yb), min(ya + ha, yb + hb)
             x0, x1 = max(xa, xb), min(xa + wa, xb + wb)
+            if link_band is not None:  # only near the cut line: within link_band of both owned ranges
+                y0 = max(y0, rows[ya][0] - link_band, rows[yb][0] - link_band)
+                y1 = min(y1, rows[ya][1] + link_band, rows[yb][1] + link_band)
+                x0 = max(x0, cols[xa][0] - link_band, cols[xb][0] - link_band)
+                x1 = min(x1, cols[xa][1] + link_band, cols[xb][1] + link_band)
             if y1 <= y0 or x1 <= x0:
                 continue
             la = labels[a][y0 - ya:y1 - ya, x0 - xa:x1 - xa].reshape(-1)

@@ -123,6 +123,32 @@ def test_tiles_that_disagree_at_their_border_stitch_by_ownership():
     assert out["ids"].tolist() == [1]
 
 
+def test_link_band_keeps_a_merge_at_one_tiles_border_from_spreading():
+    """Objects X (columns 1-5) and Y (6-13) touch; tile B (columns 4-15) merges them at its left border.
+
+    Over the whole overlap (columns 4-11) both of A's instances link to B's merged one; with ``link_band=1``
+    only columns 7-8 (around the cut at 8) are compared, where A and B agree on Y.
+    """
+    a = np.zeros((8, 12), np.int64)
+    b = np.zeros((8, 12), np.int64)
+    a[2:6, 1:6], a[2:6, 6:12] = 1, 2  # A: X and Y apart
+    b[2:6, 0:10] = 7  # B: X's visible columns 4-5 and Y as one
+    preds = [
+        {"instances": torch.from_numpy(a), "ids": torch.tensor([1, 2]), "classes": torch.tensor([1, 1]),
+         "scores": torch.tensor([0.9, 0.8])},
+        {"instances": torch.from_numpy(b), "ids": torch.tensor([7]), "classes": torch.tensor([1]),
+         "scores": torch.tensor([0.7])},
+    ]
+    windows = [(0, 0, 8, 12), (0, 4, 8, 12)]
+    merged = stitch_tiles(preds, windows)["instances"].numpy()
+    assert merged[3, 2] == merged[3, 12] > 0  # the default: X and Y one instance
+    inst = stitch_tiles(preds, windows, link_band=1)["instances"].numpy()
+    assert inst[3, 2] > 0 and inst[3, 6] == inst[3, 12] > 0 and inst[3, 2] != inst[3, 6]
+    assert len(np.unique(inst[inst > 0])) == 2
+    with pytest.raises(LabkitError):
+        stitch_tiles(preds, windows, link_band=-1)
+
+
 def test_predict_dataset_tiles_only_large_images():
     method, model = Threshold(), _Wrap()
     data = [{"image": scene(96)}, {"image": scene(24, seed=1)}]
