@@ -222,6 +222,10 @@ def predict_tiled(
     return decode_windows(method, outputs, windows, **decode_params)
 
 
+#: pixels on each side of the cut line between two tiles where their instances are linked (stitch_tiles)
+LINK_BAND = 8
+
+
 def _owned_ranges(starts: list[int], tile: int, length: int) -> list[tuple[int, int]]:
     """Per tile along one axis, the half-open range of pixels it owns: up to the middle of each overlap."""
     cuts = [0] + [(starts[i + 1] + starts[i] + tile) // 2 for i in range(len(starts) - 1)] + [length]
@@ -230,7 +234,7 @@ def _owned_ranges(starts: list[int], tile: int, length: int) -> list[tuple[int, 
 
 def stitch_tiles(
     predictions: Sequence[Mapping[str, Any]], windows: Sequence[Window], *, min_overlap: float = 0.5,
-    min_pixels: int = 4, link_band: int | None = None,
+    min_pixels: int = 4, link_band: int | None = LINK_BAND,
 ) -> dict[str, torch.Tensor]:
     """One prediction from per-tile predictions on overlapping ``windows`` (a regular grid, as tile_windows).
 
@@ -245,13 +249,15 @@ def stitch_tiles(
     ``semantic`` maps are stitched by ownership; overlapping proposals
     (``masks``) are not stitched and are left out.
 
-    ``link_band`` (off by default): compare two tiles' labels only on the
-    pixels within ``link_band`` pixels of *both* tiles' owned ranges, i.e. in a
-    band around the cut line between them, instead of the whole overlap.  A
-    tile's decoding is worst near its own border (least context); with the
-    whole overlap, an instance that merges two objects there links both to
-    their instances in the other tile, and the union-find spreads the merge
-    even where the owning tile separated them.
+    ``link_band``: compare two tiles' labels only on the pixels within
+    ``link_band`` pixels of *both* tiles' owned ranges, i.e. in a band around
+    the cut line between them (``None``: the whole overlap).  A tile's
+    decoding is worst near its own border (least context); with the whole
+    overlap, an instance that merges two objects there links both to their
+    instances in the other tile, and the union-find spreads the merge even
+    where the owning tile separated them.  The default, 8 pixels, was chosen
+    on the validation image of ``benchmarks/bench_own_images.py`` (touching
+    nuclei in 128-pixel tiles; see ``benchmarks/RESULTS.md``).
     """
     if link_band is not None and link_band < 0:
         raise LabkitError(f"link_band must be >= 0 or None, got {link_band}")

@@ -140,8 +140,8 @@ def test_link_band_keeps_a_merge_at_one_tiles_border_from_spreading():
          "scores": torch.tensor([0.7])},
     ]
     windows = [(0, 0, 8, 12), (0, 4, 8, 12)]
-    merged = stitch_tiles(preds, windows)["instances"].numpy()
-    assert merged[3, 2] == merged[3, 12] > 0  # the default: X and Y one instance
+    merged = stitch_tiles(preds, windows, link_band=None)["instances"].numpy()
+    assert merged[3, 2] == merged[3, 12] > 0  # the whole overlap: X and Y one instance
     inst = stitch_tiles(preds, windows, link_band=1)["instances"].numpy()
     assert inst[3, 2] > 0 and inst[3, 6] == inst[3, 12] > 0 and inst[3, 2] != inst[3, 6]
     assert len(np.unique(inst[inst > 0])) == 2
