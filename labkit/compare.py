@@ -74,6 +74,7 @@ class Entry:
     checkpoint: dict[str, Any] | None = None
     decode_params: dict[str, Any] = field(default_factory=dict)
     reason: str | None = None
+    tile: int | None = None  # sliding-window tile for larger images (the run's training crop), as evaluate uses
 
 
 def training_minutes(run_dir: str | Path) -> float | None:
@@ -118,6 +119,7 @@ def load_entry(source: str | Path, dataset: Any, device: torch.device) -> Entry:
     """A run folder / ``model.pt`` (with its ``decode.json``), or a training-free method key."""
     from labkit.checkpoint import checkpoint_path
     from labkit.train import load_checkpoint
+    from labkit.workflows import resolve_tile
 
     text = str(source)
     path = Path(text)
@@ -140,7 +142,7 @@ def load_entry(source: str | Path, dataset: Any, device: torch.device) -> Entry:
     if isinstance(decode_params, dict) and isinstance(decode_params.get("params"), dict):
         decode_params = decode_params["params"]  # a tune result that keeps its sweep beside the choice
     entry = Entry(name=method.key, method=method, model=model, run=str(run_dir), checkpoint=checkpoint,
-                  decode_params=dict(decode_params))
+                  decode_params=dict(decode_params), tile=resolve_tile(file, None))
     entry.reason = _data_mismatch(checkpoint.get("data") or {}, dataset) or applicability(method, dataset)
     return entry
 
@@ -165,12 +167,34 @@ def time_forward_decode(
     return decoded, 1000 * (middle - start), 1000 * (end - middle)
 
 
+def time_tiled_forward_decode(
+    method: Method, model: nn.Module, image: torch.Tensor, windows: Sequence[Any], decode_params: dict[str, Any],
+    device: torch.device,
+) -> tuple[list[Prediction], float, float]:
+    """:func:`time_forward_decode` for one image ``[C,H,W]`` predicted on ``windows`` and stitched."""
+    from labkit.evaluation import decode_windows, window_outputs
+
+    _sync(device)
+    start = time.perf_counter()
+    outputs = window_outputs(model, image, windows, device=device)
+    _sync(device)
+    middle = time.perf_counter()
+    decoded = decode_windows(method, outputs, windows, **decode_params)
+    end = time.perf_counter()
+    return [decoded], 1000 * (middle - start), 1000 * (end - middle)
+
+
 def timed_predictions(
     method: Any, model: nn.Module, dataset: Any, *, device: torch.device, decode_params: dict[str, Any],
-    progress: bool = True, max_images: int | None = None,
+    progress: bool = True, max_images: int | None = None, tile: int | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[float], list[float]]:
-    """Predictions, ground truths, and per-image forward / decode milliseconds (batch size 1)."""
+    """Predictions, ground truths, and per-image forward / decode milliseconds (batch size 1).
+
+    An image larger than ``tile`` is predicted by sliding window and stitched, as ``labkit evaluate`` predicts
+    it (:func:`labkit.evaluation.predict_tiled`); its times are those of all its tiles.
+    """
     from labkit.data.contract import collate, ground_truth
+    from labkit.evaluation import needs_tiles, tile_windows
 
     n = len(dataset) if max_images is None else min(len(dataset), int(max_images))
     predictions, truths, forward_ms, decode_ms = [], [], [], []
@@ -178,9 +202,13 @@ def timed_predictions(
     with torch.no_grad():
         for i in tqdm(range(n), desc=f"compare {method.key}", disable=not progress, leave=False):
             sample = dataset[i]
-            batch = collate([sample])
-            decoded, forward, decode = time_forward_decode(method, model, batch["image"].to(device), decode_params,
-                                                           device)
+            if tile is not None and needs_tiles(sample["image"].shape[-2:], tile):
+                windows = tile_windows(sample["image"].shape[-2:], tile)
+                decoded, forward, decode = time_tiled_forward_decode(method, model, sample["image"], windows,
+                                                                     decode_params, device)
+            else:
+                decoded, forward, decode = time_forward_decode(method, model, collate([sample])["image"].to(device),
+                                                               decode_params, device)
             if len(decoded) != 1:
                 raise LabkitError(f"method {method.key!r} decoded {len(decoded)} predictions for one image")
             forward_ms.append(forward)
@@ -212,7 +240,7 @@ def evaluate_entry(
     try:
         preds, truths, fwd, dec = timed_predictions(
             entry.method, entry.model, dataset, device=device, decode_params=entry.decode_params,
-            progress=progress, max_images=max_images,
+            progress=progress, max_images=max_images, tile=entry.tile,
         )
         scores = evaluate_predictions(
             preds, truths, class_names=getattr(dataset, "class_names", None),

@@ -228,6 +228,23 @@ def test_embedding_views_and_figure(runs):
     assert len(fig.data) == 1 and fig.data[0].type == "scatter3d" and len(fig.data[0].x) == 200
 
 
+def test_images_larger_than_a_runs_tile_are_predicted_by_sliding_window_as_evaluate_does():
+    from labkit.compare import load_entry, timed_predictions
+    from labkit.evaluation import predict_tiled
+
+    data = SyntheticScenes("shapes", split="test", num_samples=2)
+    entry = load_entry("components", data, torch.device("cpu"))
+    tiled, _, forward, decode = timed_predictions(entry.method, entry.model, data, device=torch.device("cpu"),
+                                                  decode_params={}, progress=False, tile=32)
+    whole, *_ = timed_predictions(entry.method, entry.model, data, device=torch.device("cpu"), decode_params={},
+                                  progress=False)
+    for k in range(2):
+        expected = predict_tiled(entry.method, entry.model, data[k]["image"], 32)
+        assert torch.equal(tiled[k]["instances"], expected["instances"])
+    assert any(not torch.equal(t["instances"], w["instances"]) for t, w in zip(tiled, whole))  # not the whole-image path
+    assert len(forward) == len(decode) == 2
+
+
 def test_methods_that_could_not_train_get_a_row(monkeypatch):
     _synthetic_test(monkeypatch, n=2)
     rows = compare(["watershed"], "synthetic:sticks", device="cpu", progress=False, grid_images=0,
