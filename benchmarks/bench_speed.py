@@ -74,28 +74,27 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _load(key: str, backbone: str, runs: dict[str, str], device: torch.device, num_classes: int):
-    """(method, model or None, 'trained'|'untrained'|'none', in_channels)."""
+def _load(key: str, backbone: str, run: str | None, device: torch.device, default_family: str):
+    """(method, model, 'trained'|'untrained'|'none', in_channels, family): ``run``'s network, else a fresh one.
+
+    A trained run's scenes are of the family it was trained on (:func:`labkit.compare.family_of`),
+    ``default_family`` for an untrained network or a run trained on other data.
+    """
     from labkit import methods
+    from labkit.compare import family_of
+    from labkit.data.synthetic import get_family
     from labkit.train import load_checkpoint
 
-    if key in runs and backbone == "unet":
-        method, model, checkpoint = load_checkpoint(runs[key], device=device)
-        return method, model, "trained", int(checkpoint["data"]["in_channels"])
+    if run is not None:
+        method, model, checkpoint = load_checkpoint(run, device=device)
+        family = family_of(checkpoint) or default_family
+        return method, model, "trained", int(checkpoint["data"]["in_channels"]), family
     method = methods.get(key)
     kwargs: dict[str, Any] = {"weights": None} if backbone != "unet" else {}
-    model = method.build_model(in_channels=3, num_classes=num_classes, backbone=backbone, **kwargs)
-    return method, model.to(device).eval(), ("untrained" if method.trainable else "none"), 3
-
-
-def run_family(run: str | None, default: str = "shapes") -> str:
-    """The synthetic family a run was trained on; ``default`` without a run or for a folder-trained run."""
-    from labkit.checkpoint import read_checkpoint
-
-    if run is None:
-        return default
-    kind, _, rest = str(read_checkpoint(run)["data"].get("spec", "")).partition(":")
-    return rest.partition(":")[0] if kind == "synthetic" and rest else default
+    family = get_family(default_family)
+    channels = int(family.in_channels)
+    model = method.build_model(in_channels=channels, num_classes=len(family.class_names), backbone=backbone, **kwargs)
+    return method, model.to(device).eval(), ("untrained" if method.trainable else "none"), channels, default_family
 
 
 def measure(key: str, backbone: str, size: tuple[int, int], runs: dict[str, str], device: str, threads: int,
@@ -109,9 +108,8 @@ def measure(key: str, backbone: str, size: tuple[int, int], runs: dict[str, str]
     torch.manual_seed(0)
     dev = torch.device(device)
     run = runs.get(key) if backbone == "unet" else None
-    family = run_family(run, default_family)
+    method, model, weights, channels, family = _load(key, backbone, run, dev, default_family)
     scenes = SyntheticScenes(family, split="test", num_samples=1, size=size)
-    method, model, weights, channels = _load(key, backbone, runs, dev, scenes.num_classes)
     params = decode_settings(run, None) if run else {}
     image = scenes[0]["image"][:channels][None].to(dev)
     warm = SyntheticScenes(family, split="test", num_samples=1, size=64)[0]["image"][:channels][None].to(dev)
