@@ -153,35 +153,29 @@ def _sync(device: torch.device) -> None:
 
 
 def time_forward_decode(
-    method: Method, model: nn.Module, image: torch.Tensor, decode_params: dict[str, Any], device: torch.device
+    method: Method, model: nn.Module, image: torch.Tensor, decode_params: dict[str, Any], device: torch.device,
+    windows: Sequence[Any] | None = None,
 ) -> tuple[list[Prediction], float, float]:
-    """``(predictions, forward ms, decode ms)`` of one batch ``image`` (on ``device``), CUDA-synchronised timers."""
-    _sync(device)
-    start = time.perf_counter()
-    outputs = model(image)
-    _sync(device)
-    middle = time.perf_counter()
-    decoded = method.decode(outputs, **decode_params)
-    _sync(device)
-    end = time.perf_counter()
-    return decoded, 1000 * (middle - start), 1000 * (end - middle)
+    """``(predictions, forward ms, decode ms)`` of ``image``, CUDA-synchronised timers.
 
-
-def time_tiled_forward_decode(
-    method: Method, model: nn.Module, image: torch.Tensor, windows: Sequence[Any], decode_params: dict[str, Any],
-    device: torch.device,
-) -> tuple[list[Prediction], float, float]:
-    """:func:`time_forward_decode` for one image ``[C,H,W]`` predicted on ``windows`` and stitched."""
+    ``image`` is a batch ``[B,C,H,W]`` on ``device``; with ``windows``, one image ``[C,H,W]`` predicted on them
+    and stitched (:func:`labkit.evaluation.window_outputs`, :func:`~labkit.evaluation.decode_windows`), timed
+    over all its tiles.
+    """
     from labkit.evaluation import decode_windows, window_outputs
 
     _sync(device)
     start = time.perf_counter()
-    outputs = window_outputs(model, image, windows, device=device)
+    outputs = model(image) if windows is None else window_outputs(model, image, windows, device=device)
     _sync(device)
     middle = time.perf_counter()
-    decoded = decode_windows(method, outputs, windows, **decode_params)
+    if windows is None:
+        decoded = method.decode(outputs, **decode_params)
+    else:
+        decoded = [decode_windows(method, outputs, windows, **decode_params)]
+    _sync(device)
     end = time.perf_counter()
-    return [decoded], 1000 * (middle - start), 1000 * (end - middle)
+    return decoded, 1000 * (middle - start), 1000 * (end - middle)
 
 
 def timed_predictions(
@@ -204,8 +198,8 @@ def timed_predictions(
             sample = dataset[i]
             if tile is not None and needs_tiles(sample["image"].shape[-2:], tile):
                 windows = tile_windows(sample["image"].shape[-2:], tile)
-                decoded, forward, decode = time_tiled_forward_decode(method, model, sample["image"], windows,
-                                                                     decode_params, device)
+                decoded, forward, decode = time_forward_decode(method, model, sample["image"], decode_params,
+                                                               device, windows)
             else:
                 decoded, forward, decode = time_forward_decode(method, model, collate([sample])["image"].to(device),
                                                                decode_params, device)
