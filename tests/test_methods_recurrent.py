@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -10,7 +11,8 @@ from labkit import methods
 from labkit.clustering import recurrent_mean_shift
 from labkit.errors import LabkitError
 from labkit.losses import recurrent_grouping_loss
-from labkit.methods.recurrent import merge_modes, overlap_counts, pool_proposals
+from labkit.methods.recurrent import merge_modes, pool_proposals
+from labkit.metrics.inputs import contingency
 
 
 def scene() -> dict[str, torch.Tensor]:
@@ -340,8 +342,7 @@ def test_pool_proposals_drops_the_repeats_the_mask_by_mask_definition_drops():
     pooled = pool_proposals(levels)
     assert torch.equal(pooled["masks"], _pool_mask_by_mask(levels))
     assert len(pooled["masks"]) < sum(len(lv["ids"]) for lv in levels)  # something was dropped
-    assert torch.equal(overlap_counts(torch.tensor([0, 1, 1, 2]), torch.tensor([1, 1, 0, 1])),
-                       torch.tensor([[0, 1], [1, 1], [0, 1]]))
+    assert contingency(np.array([0, 1, 1, 2]), np.array([1, 1, 0, 1]), 2, 1).tolist() == [[0, 1], [1, 1], [0, 1]]
 
 
 def test_split_classes_cuts_apart_pieces_of_different_classes_only():
@@ -365,7 +366,6 @@ def test_split_classes_cuts_apart_pieces_of_different_classes_only():
 
 def _regroup_cluster_by_cluster(labels, quality, min_fraction, key):
     """The definition: every cluster labelled on its own, its crumbs to its largest piece, its groups numbered."""
-    import numpy as np
     from scipy import ndimage
 
     arr = labels.numpy()
@@ -399,8 +399,6 @@ def test_split_components_and_classes_equal_the_cluster_by_cluster_definition(mi
         cls = classes.numpy()
 
         def majority(piece, inside):
-            import numpy as np
-
             votes = np.zeros((piece.max() + 1, int(cls.max()) + 1), dtype=np.int64)
             np.add.at(votes, (piece, cls[inside]), 1)
             return votes.argmax(axis=1)[piece]

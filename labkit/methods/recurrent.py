@@ -110,6 +110,7 @@ from labkit.methods.embedding import (
     build_prediction, empty_prediction, foreground, semantic_target, split_components, unet_defaults,
 )
 from labkit.methods.semantic import semantic_cross_entropy
+from labkit.metrics.inputs import contingency
 
 
 @dataclasses.dataclass
@@ -337,26 +338,27 @@ def pool_proposals(levels: list[Prediction], redundant_iou: float = 0.9) -> Pred
     sort by score, a score ``s`` of level ``l`` out of ``L`` becomes
     ``(s + L - 1 - l) / L``.  The result's ``instances`` map is that of
     ``levels[0]`` and ``masks [N,H,W]`` holds every proposal.  The IoUs come
-    from one joint histogram of two levels' label maps (:func:`overlap_counts`),
+    from one joint histogram of two levels' label maps (:func:`labkit.metrics.inputs.contingency`),
     so the cost grows with the pixels, not with pixels x proposals^2.
     """
     first = levels[0]
     count = len(levels)
-    maps = [pred["instances"].reshape(-1) for pred in levels]
-    areas = [torch.bincount(m, minlength=int(m.max()) + 1) for m in maps]
+    maps = [pred["instances"].reshape(-1).cpu().numpy() for pred in levels]
     kept: list[Tensor] = []  # per level, the ids kept
     masks, classes, scores = [], [], []
     for level, pred in enumerate(levels):
-        ids = pred["ids"]
-        fresh = torch.ones(len(ids), dtype=torch.bool, device=ids.device)
+        ids = pred["ids"].cpu()
+        fresh = torch.ones(len(ids), dtype=torch.bool)
         for earlier in range(level):  # a level's own instances are disjoint: only earlier levels can repeat one
             if len(ids) and len(kept[earlier]):
-                inter = overlap_counts(maps[level], maps[earlier])[ids][:, kept[earlier]]
-                union = areas[level][ids][:, None] + areas[earlier][kept[earlier]][None, :] - inter
+                table = torch.from_numpy(contingency(maps[level], maps[earlier], int(maps[level].max()),
+                                                     int(maps[earlier].max())))
+                inter = table[ids][:, kept[earlier]]
+                union = table.sum(1)[ids][:, None] + table.sum(0)[kept[earlier]][None, :] - inter
                 fresh &= ~(inter.float() / union.clamp(min=1).float() >= redundant_iou).any(dim=1)
         kept.append(ids[fresh])
         for k in fresh.nonzero(as_tuple=True)[0].tolist():
-            masks.append(pred["instances"] == ids[k])
+            masks.append(pred["instances"] == int(ids[k]))
             classes.append(pred["classes"][k])
             scores.append((pred["scores"][k] + count - 1 - level) / count)
     if not masks:
@@ -368,13 +370,6 @@ def pool_proposals(levels: list[Prediction], redundant_iou: float = 0.9) -> Pred
         "scores": torch.stack(scores).float(),
         "masks": torch.stack(masks),
     }
-
-
-def overlap_counts(a: Tensor, b: Tensor) -> Tensor:
-    """``[A+1, B+1]`` pixel counts of every pair of labels of two label maps ``a``, ``b`` (same shape, ids >= 0)."""
-    width = int(b.max()) + 1
-    joint = torch.bincount((a.reshape(-1) * width + b.reshape(-1)), minlength=(int(a.max()) + 1) * width)
-    return joint.reshape(-1, width)
 
 
 def merge_modes(points: Tensor, similarity: float) -> Tensor:
