@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None, help="epochs (default: the method's)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the method's)")
+    p.add_argument("--schedule", default="cosine", choices=["cosine", "onecycle", "poly", "constant"],
+                   help="learning-rate schedule (onecycle: warm up over the first 30%% of the steps, then cosine)")
     p.add_argument("--crop", type=int, default=128, help="training crop size for image folders")
     p.add_argument("--backbone", default="unet", help="unet | resnet50 | resnet101")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -126,7 +128,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     history = workflows.train_run(
         method=args.method, data=args.data, out=args.out, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, crop=args.crop, backbone=args.backbone,
+        batch_size=args.batch_size, lr=args.lr, schedule=args.schedule, crop=args.crop, backbone=args.backbone,
         device=args.device, seed=args.seed, resume=not args.no_resume,
         method_params=_overrides(args.set),
         steps_per_epoch="auto" if args.steps_per_epoch is None else (args.steps_per_epoch or None),

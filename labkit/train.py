@@ -3,7 +3,10 @@
 ``train(method, model, train_set, out_dir=RUN_DIR)`` optimises
 ``method.loss(model(batch["image"]), batch)["loss"]`` with Adam and a
 per-step learning-rate schedule (default ``"cosine"``: from ``lr`` down to 0
-over all steps; ``"poly"``: ``lr * (1 - t/T)**0.9``; ``"constant"``).
+over all steps; ``"onecycle"``: up from ``lr / 25`` to ``lr`` over the first
+30 % of the steps, then the cosine down to 0, the one-cycle shape of Smith &
+Topin 2019 and torch's ``OneCycleLR``; ``"poly"``: ``lr * (1 - t/T)**0.9``;
+``"constant"``).
 Mixed precision (``torch.autocast`` + ``GradScaler``) runs on CUDA only.
 
 An epoch is one pass over the training set by default; with
@@ -62,7 +65,9 @@ from labkit.methods.base import Method
 
 log = logging.getLogger(__name__)
 
-SCHEDULES = ("cosine", "poly", "constant")
+SCHEDULES = ("cosine", "onecycle", "poly", "constant")
+#: ``"onecycle"``: the share of the steps spent warming up, and the starting fraction of ``lr``
+WARMUP_SHARE, WARMUP_START = 0.3, 1 / 25
 HISTORY_NAME = "history.json"
 BEST_NAME = "best.pt"
 
@@ -93,6 +98,11 @@ def lr_factor(step: int, total: int, schedule: str) -> float:
     progress = min(step / max(total, 1), 1.0)
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * progress))
+    if schedule == "onecycle":
+        if progress < WARMUP_SHARE:
+            rise = 0.5 * (1.0 - math.cos(math.pi * progress / WARMUP_SHARE))
+            return WARMUP_START + (1.0 - WARMUP_START) * rise
+        return 0.5 * (1.0 + math.cos(math.pi * (progress - WARMUP_SHARE) / (1.0 - WARMUP_SHARE)))
     if schedule == "poly":
         return (1.0 - progress) ** 0.9
     return 1.0

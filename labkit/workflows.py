@@ -139,7 +139,7 @@ def validation_metric(method: Any, val_set: Any, *, tile: int | None, device: An
 
 def train_run(
     method: str, data: str | Path, out: str | Path, *, epochs: int | None = None,
-    batch_size: int = 8, lr: float | None = None, crop: int = 128, backbone: str = "unet",
+    batch_size: int = 8, lr: float | None = None, schedule: str = "cosine", crop: int = 128, backbone: str = "unet",
     device: str = "auto", seed: int = 0, resume: bool = True,
     method_params: dict[str, Any] | None = None, val_data: str | Path | None = None,
     progress: bool = True, steps_per_epoch: int | str | None = "auto", augment: str = "auto",
@@ -178,7 +178,7 @@ def train_run(
     weak = m.training_view(train_set) is not train_set  # image labels only: no mask-based validation figure
     train_kwargs = dict(
         epochs=epochs or getattr(m.defaults, "epochs", DEFAULT_EPOCHS),
-        batch_size=batch_size, lr=lr or getattr(m.defaults, "lr", DEFAULT_LR),
+        batch_size=batch_size, lr=lr or getattr(m.defaults, "lr", DEFAULT_LR), schedule=schedule,
         device=device, seed=seed, resume=resume, progress=progress, data_spec=str(data),
         steps_per_epoch=steps_per_epoch,
     )

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from labkit.checkpoint import read_checkpoint
 from labkit.cli import main
 
 
@@ -83,9 +84,10 @@ def test_methods_lists_keys(capsys):
 def test_train_evaluate_predict_on_synthetic(capsys, tmp_path):
     run = tmp_path / "run"
     code, out, err = run_cli(capsys, "train", "--method", "semantic", "--data", "synthetic:shapes",
-                             "--out", str(run), "--epochs", "1", "--device", "cpu")
+                             "--out", str(run), "--epochs", "1", "--device", "cpu", "--schedule", "onecycle")
     assert code == 0, err
     assert (run / "model.pt").is_file() and (run / "history.json").is_file()
+    assert read_checkpoint(run)["training"]["schedule"] == "onecycle"
     code, out, err = run_cli(capsys, "evaluate", "--checkpoint", str(run / "model.pt"),
                              "--data", "synthetic:shapes", "--json", str(tmp_path / "eval.json"))
     assert code == 0, err

@@ -51,6 +51,14 @@ def test_lr_schedules():
     assert lr_factor(10, 10, "cosine") == pytest.approx(0.0)
     assert lr_factor(5, 10, "poly") == pytest.approx(0.5**0.9)
     assert lr_factor(7, 10, "constant") == 1.0
+    # one cycle: lr/25 at the start, lr at 30 % of the steps, half way down at 65 %, 0 at the end
+    assert lr_factor(0, 100, "onecycle") == pytest.approx(1 / 25)
+    assert lr_factor(15, 100, "onecycle") == pytest.approx(1 / 25 + (1 - 1 / 25) / 2)
+    assert lr_factor(30, 100, "onecycle") == pytest.approx(1.0)
+    assert lr_factor(65, 100, "onecycle") == pytest.approx(0.5)
+    assert lr_factor(100, 100, "onecycle") == pytest.approx(0.0)
+    rising = [lr_factor(t, 100, "onecycle") for t in range(31)]
+    assert rising == sorted(rising)
 
 
 def test_lr_follows_the_cosine_schedule_per_step(tmp_path):
@@ -95,7 +103,7 @@ def test_channel_mismatch_is_a_data_error(tmp_path):
 
 @pytest.mark.parametrize(
     "kw, match",
-    [({"epochs": 0}, "epochs"), ({"batch_size": 0}, "batch_size"), ({"schedule": "step"}, "cosine, poly")],
+    [({"epochs": 0}, "epochs"), ({"batch_size": 0}, "batch_size"), ({"schedule": "step"}, "cosine, onecycle, poly")],
 )
 def test_bad_arguments(tmp_path, kw, match):
     with pytest.raises(LabkitError, match=match):
