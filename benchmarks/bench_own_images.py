@@ -20,10 +20,10 @@ CPU time (wall time on a shared machine says little; the CPU time of a run
 with N threads is roughly N x its wall time on an idle N-core machine).
 
 The workflow functions are the ones ``labkit train | tune | evaluate`` call.
-``--epochs`` overrides the methods' defaults (then it is no longer "with its
-defaults": the table says so).  :data:`METHOD_PARAMS` holds the parameters the
-benchmark sets for a method (``recurrent``: ``pair_weighting=balanced``,
-``include_background=false``, ``lr=0.002``), ``--set`` adds to or overrides them.
+``--epochs`` and ``--set`` override the methods' defaults (then it is no
+longer "with its defaults": the table says so).  Training on the folders
+uses each method's folder defaults, as ``labkit train --data DIR`` does
+(``Method.folder_params``).
 """
 from __future__ import annotations
 
@@ -45,9 +45,6 @@ SPLITS = (("train", 2), ("val", 1), ("test", 2))
 #: left nuclei split into pieces), leaves background to the semantic head, as ``discriminative`` does, and
 #: trains at ``lr=0.002`` (``discriminative``'s rate; 0.600 vs 0.627 at 1e-3 under the old tile stitching, 0.882 vs
 #: 0.800 once tiles link only near their cut line); see :mod:`labkit.methods.recurrent` and ``benchmarks/RESULTS.md``.
-METHOD_PARAMS = {"recurrent": {"pair_weighting": "balanced", "include_background": False, "lr": 0.002}}
-
-
 def make_data(root: Path, size: int = 256) -> Path:
     """The train/val/test folders under ``root`` (kept when already written: they are deterministic)."""
     for split, n in SPLITS:
@@ -99,13 +96,12 @@ def main() -> None:
     ws = watershed["matching_accuracy"]
     results = {}
     for method in args.methods:
-        results[method] = run_method(method, data, args.out, args.epochs, {**METHOD_PARAMS.get(method, {}), **params})
+        results[method] = run_method(method, data, args.out, args.epochs, params)
         (args.out / "bench_own_images.json").write_text(json.dumps(
             {"watershed": watershed, "results": results, "epochs": args.epochs, "params": params,
              "threads": args.threads}, indent=2, default=str))
 
     setting = "defaults" if args.epochs is None and not params else f"epochs={args.epochs} {params}"
-    setting += f" (+ {METHOD_PARAMS})" if any(m in METHOD_PARAMS for m in args.methods) else ""
     print(f"\nnuclei, 2 train / 1 val / 2 test images of 256 x 256; training: {setting}; "
           f"torch threads {args.threads}")
     print(f"{'method':16s} {'MA@0.5 untuned':>14s} {'tuned':>6s} {'best.pt':>7s} {'AP^r@0.5':>8s} "

@@ -20,6 +20,8 @@ Training on an instance folder (a user's few images):
   ``RUN_DIR/run.json``); each epoch the validation images are decoded and
   scored (matching accuracy at IoU 0.5, or AP50 with several classes) and
   ``RUN_DIR/best.pt`` keeps the best epoch beside ``model.pt``;
+- a method's ``folder_params`` replace some of its paper defaults (``recurrent``:
+  the balanced Eq. 2 without a background group and lr 2e-3; see its docstring);
 - ``RUN_DIR/run.json`` records the crop, so ``tune``, ``evaluate`` and
   ``predict`` predict images larger than it by sliding window
   (:mod:`labkit.evaluation`) with the tiles the network was trained on.
@@ -155,9 +157,12 @@ def train_run(
     from labkit.data import load_dataset
     from labkit.train import resolve_device, train_method
 
-    m = methods.get(method, **(method_params or {}))
+    m = methods.get(method, folder=not is_synthetic(data), **(method_params or {}))
     if not m.trainable:
         raise LabkitError(f"method {method!r} needs no training; use `labkit evaluate --method {method}`")
+    if not is_synthetic(data) and m.folder_params:
+        log.info("%s on an image folder: defaults %s (--set overrides them)", m.key,
+                 ", ".join(f"{k}={getattr(m.defaults, k)}" for k in m.folder_params))
     if crop < 8:
         raise LabkitError(f"crop must be at least 8 pixels, got {crop}")
     torch.manual_seed(seed)

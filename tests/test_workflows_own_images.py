@@ -173,3 +173,25 @@ def test_tune_on_the_training_folder_uses_only_the_held_out_images(tmp_path, mon
     result = workflows.tune_run(checkpoint=run / "model.pt", data=str(data), device="cpu", progress=False)
     held = json.loads((run / workflows.RUN_NAME).read_text())["val"]
     assert result["n_images"] == len(held) == 1
+
+
+def test_folder_defaults_apply_to_image_folders_only_and_set_wins(tmp_path, caplog):
+    from labkit import methods
+
+    paper, own = methods.get("recurrent").defaults, methods.get("recurrent", folder=True).defaults
+    assert (paper.pair_weighting, paper.include_background, paper.lr) == ("paper", True, 1e-3)
+    assert (own.pair_weighting, own.include_background, own.lr) == ("balanced", False, 2e-3)
+    assert methods.get("recurrent", folder=True, lr=5e-4).defaults.lr == 5e-4
+    tiny = {"width": 4, "depth": 2, "embedding_dim": 4, "max_pixels": 50, "include_background": True}
+    run = tmp_path / "run"
+    options = dict(epochs=1, batch_size=2, crop=32, device="cpu", progress=False, steps_per_epoch=1)
+    with caplog.at_level("INFO", logger="labkit.workflows"):
+        workflows.train_run("recurrent", folder(tmp_path, 2, size=40), run, method_params=tiny, **options)
+    state = read_checkpoint(run)
+    params = state["method"]["params"]
+    assert params["pair_weighting"] == "balanced" and params["include_background"] is True  # --set wins
+    assert state["training"]["lr"] == 2e-3
+    assert "recurrent on an image folder: defaults" in caplog.text
+    workflows.train_run("recurrent", "synthetic:digits", tmp_path / "synthetic", method_params=tiny,
+                        **{**options, "steps_per_epoch": 1})
+    assert read_checkpoint(tmp_path / "synthetic")["method"]["params"]["pair_weighting"] == "paper"

@@ -46,8 +46,12 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get(key: str, **overrides: Any) -> Method:
-    """The method registered under ``key``, with its defaults overridden by keyword."""
+def get(key: str, *, folder: bool = False, **overrides: Any) -> Method:
+    """The method registered under ``key``, with its defaults overridden by keyword.
+
+    ``folder=True``: the method's :attr:`~Method.folder_params` first (training
+    on an image folder), then ``overrides``.
+    """
     _load_all()
     try:
         cls = _REGISTRY[key]
@@ -55,7 +59,7 @@ def get(key: str, **overrides: Any) -> Method:
         raise UnknownKeyError(
             f"unknown method {key!r}; available methods: {', '.join(sorted(_REGISTRY))}"
         ) from None
-    return cls(**overrides)
+    return cls(**({**cls.folder_params, **overrides} if folder else overrides))
 
 
 __all__ = ["Method", "available", "get", "register"]

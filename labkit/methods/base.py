@@ -31,12 +31,16 @@ class Method:
     ``trainable`` is False for baselines that need no training.
     ``panoptic`` is True when every prediction also carries a ``semantic``
     map (stuff included), so panoptic quality applies.
+    ``folder_params`` are defaults that replace the paper's when the method is
+    trained on an image folder (a user's few real images) instead of a
+    synthetic family; ``--set`` still wins over them.
     """
 
     key: ClassVar[str]
     task: ClassVar[str] = "instance"
     trainable: ClassVar[bool] = True
     panoptic: ClassVar[bool] = False
+    folder_params: ClassVar[dict[str, Any]] = {}
     Params: ClassVar[type]
 
     def __init__(self, **overrides: Any) -> None:
