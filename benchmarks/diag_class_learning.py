@@ -31,7 +31,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import ast
 import functools
 import time
 
@@ -40,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from labkit import methods
+from labkit.cli import _overrides
 from labkit.data.synthetic.panoptic import FAMILY as PANOPTIC
 from labkit.data.synthetic.shapes import FAMILY as SHAPES
 from labkit.losses.lovasz import lovasz_softmax
@@ -104,8 +104,7 @@ def main() -> None:
         loss_of = (lambda out, b: F.cross_entropy(out, b["semantic"], weight=weight)) if args.loss == "ce" else (
             lambda out, b: lovasz_softmax(out.softmax(1), b["semantic"]))
     elif args.mode == "hle":
-        method = methods.get("hle", **{k: ast.literal_eval(v) if v[:1].isdigit() or v in ("True", "False") else v
-                                       for k, v in (a.split("=", 1) for a in args.set)})
+        method = methods.get("hle", **_overrides(args.set))
         params = method.build_model(in_channels=3, num_classes=classes)
         forward = params
         loss_of = lambda out, b: method.loss(out, b)["loss"]  # noqa: E731
