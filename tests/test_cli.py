@@ -113,3 +113,12 @@ def test_baseline_predict_on_user_folder(capsys, tmp_path):
                              "--json", str(tmp_path / "e.json"))
     assert code == 0, err
     assert json.loads((tmp_path / "e.json").read_text())["ap50"] == pytest.approx(1.0)
+
+
+def test_train_schedule_choices_are_the_training_loops():
+    from labkit.cli import build_parser
+    from labkit.train import SCHEDULES
+
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    schedule = next(a for a in train._actions if a.dest == "schedule")
+    assert tuple(schedule.choices) == SCHEDULES and schedule.default == SCHEDULES[0]
