@@ -53,11 +53,11 @@ def make_data(root: Path, size: int = 256) -> Path:
     return root
 
 
-def run_method(method: str, data: Path, out: Path, epochs: int | None, params: dict) -> dict:
+def run_method(method: str, data: Path, out: Path, epochs: int | None, params: dict, seed: int = 0) -> dict:
     run = out / method
     wall, cpu = time.perf_counter(), time.process_time()
     history = workflows.train_run(method, data / "train", run, epochs=epochs, device="cpu", progress=False,
-                                  method_params=params)
+                                  method_params=params, seed=seed)
     train_wall, train_cpu = time.perf_counter() - wall, time.process_time() - cpu
     (run / "decode.json").unlink(missing_ok=True)  # a decode.json of an earlier run of this script
     untuned = workflows.evaluate_run(data=str(data / "test"), checkpoint=run / "model.pt", device="cpu",
@@ -85,6 +85,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="override the methods' default epochs")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="method parameters")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0, help="training seed (a new --out for each seed)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
@@ -96,12 +97,13 @@ def main() -> None:
     ws = watershed["matching_accuracy"]
     results = {}
     for method in args.methods:
-        results[method] = run_method(method, data, args.out, args.epochs, params)
+        results[method] = run_method(method, data, args.out, args.epochs, params, args.seed)
         (args.out / "bench_own_images.json").write_text(json.dumps(
-            {"watershed": watershed, "results": results, "epochs": args.epochs, "params": params,
+            {"watershed": watershed, "results": results, "epochs": args.epochs, "params": params, "seed": args.seed,
              "threads": args.threads}, indent=2, default=str))
 
     setting = "defaults" if args.epochs is None and not params else f"epochs={args.epochs} {params}"
+    setting += f", seed {args.seed}"
     print(f"\nnuclei, 2 train / 1 val / 2 test images of 256 x 256; training: {setting}; "
           f"torch threads {args.threads}")
     print(f"{'method':16s} {'MA@0.5 untuned':>14s} {'tuned':>6s} {'best.pt':>7s} {'AP^r@0.5':>8s} "
