@@ -188,7 +188,7 @@ def timed_predictions(
     it (:func:`labkit.evaluation.predict_tiled`); its times are those of all its tiles.
     """
     from labkit.data.contract import collate, ground_truth
-    from labkit.evaluation import needs_tiles, tile_windows
+    from labkit.evaluation import image_windows
 
     n = len(dataset) if max_images is None else min(len(dataset), int(max_images))
     predictions, truths, forward_ms, decode_ms = [], [], [], []
@@ -196,8 +196,8 @@ def timed_predictions(
     with torch.no_grad():
         for i in tqdm(range(n), desc=f"compare {method.key}", disable=not progress, leave=False):
             sample = dataset[i]
-            if tile is not None and needs_tiles(sample["image"].shape[-2:], tile):
-                windows = tile_windows(sample["image"].shape[-2:], tile)
+            windows = image_windows(sample["image"].shape[-2:], tile)
+            if windows is not None:
                 decoded, forward, decode = time_forward_decode(method, model, sample["image"], decode_params,
                                                                device, windows)
             else:

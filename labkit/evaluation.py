@@ -108,8 +108,8 @@ def predict_dataset(
             pending: list[dict[str, Any]] = []
             for i in tqdm(range(len(dataset)), desc="predict", disable=not progress):
                 sample = dataset[i]
-                if tile_hw is not None and needs_tiles(sample["image"].shape[-2:], tile_hw):
-                    windows = tile_windows(sample["image"].shape[-2:], tile_hw, overlap)
+                windows = image_windows(sample["image"].shape[-2:], tile_hw, overlap)
+                if windows is not None:
                     outputs = window_outputs(model, sample["image"], windows, device=device, batch_size=batch_size)
                     predictions.append(decode_windows(method, outputs, windows, **decode_params))
                     ground_truths.append(ground_truth(sample) if "instances" in sample else None)
@@ -147,6 +147,15 @@ def needs_tiles(size: Sequence[int], tile: int | Sequence[int]) -> bool:
     """Whether an image of ``size`` ``(H, W)`` is larger than ``tile`` in either side."""
     th, tw = _tile_size(tile)
     return int(size[0]) > th or int(size[1]) > tw
+
+
+def image_windows(
+    size: Sequence[int], tile: int | Sequence[int] | None, overlap: int | None = None
+) -> list[Window] | None:
+    """:func:`tile_windows` for an image of ``size`` larger than ``tile``; None when it fits or ``tile`` is None."""
+    if tile is None or not needs_tiles(size, tile):
+        return None
+    return tile_windows(size, tile, overlap)
 
 
 def _starts(length: int, tile: int, overlap: int) -> list[int]:

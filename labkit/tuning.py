@@ -157,7 +157,7 @@ def cache_outputs(
 ) -> list[CachedImage]:
     """Run the network once over ``dataset`` (by tiles for images larger than ``tile``); outputs on the CPU."""
     from labkit.data.contract import ground_truth
-    from labkit.evaluation import needs_tiles, tile_windows, window_outputs
+    from labkit.evaluation import image_windows, window_outputs
 
     was_training = model.training
     model.to(device).eval()
@@ -166,10 +166,7 @@ def cache_outputs(
         for i in tqdm(range(len(dataset)), desc="network", disable=not progress):
             sample = dataset[i]
             size = tuple(sample["image"].shape[-2:])
-            if tile is not None and needs_tiles(size, tile):
-                windows = tile_windows(size, tile, overlap)
-            else:
-                windows = [(0, 0, size[0], size[1])]
+            windows = image_windows(size, tile, overlap) or [(0, 0, size[0], size[1])]
             outputs = window_outputs(model, sample["image"], windows, device=device, batch_size=batch_size)
             cached.append(CachedImage(outputs, windows, ground_truth(sample) if "instances" in sample else None))
     finally:

@@ -8,7 +8,9 @@ from skimage.measure import label
 from torch import nn
 
 from labkit.errors import LabkitError
-from labkit.evaluation import needs_tiles, predict_dataset, predict_tiled, stitch_tiles, tile_windows
+from labkit.evaluation import (
+    image_windows, needs_tiles, predict_dataset, predict_tiled, stitch_tiles, tile_windows,
+)
 from labkit.methods.base import Method
 
 
@@ -156,3 +158,11 @@ def test_predict_dataset_tiles_only_large_images():
     whole, _ = predict_dataset(method, model, data, progress=False)
     for t, w in zip(tiled, whole):
         assert same_partition(t["instances"].numpy(), w["instances"].numpy())
+
+
+def test_image_windows_only_for_images_larger_than_the_tile():
+    assert image_windows((64, 64), 64) is None and image_windows((300, 200), None) is None
+    assert image_windows((300, 200), 128) == tile_windows((300, 200), 128)
+    assert image_windows((64, 130), 64, overlap=8) == tile_windows((64, 130), 64, 8)
+    with pytest.raises(LabkitError, match="tile size must be positive"):
+        image_windows((64, 64), 0)

@@ -322,7 +322,7 @@ class ModelExplorer:
     def select(self, index: int) -> dict[str, Any]:
         """Run the model on image ``index`` (once) and decode it; returns the history record."""
         from labkit.data.folder import image_channels
-        from labkit.evaluation import needs_tiles, tile_windows, window_outputs
+        from labkit.evaluation import image_windows, window_outputs
 
         sample = self.dataset[int(index)]
         image = torch.as_tensor(sample["image"]).float()
@@ -334,7 +334,7 @@ class ModelExplorer:
                     f"{_name(self.dataset, index)}: {image.shape[0]} channels, the model takes {in_channels}"
                 )
         size = tuple(image.shape[-2:])
-        windows = tile_windows(size, self.tile) if self.tile and needs_tiles(size, self.tile) else [(0, 0, *size)]
+        windows = image_windows(size, self.tile or None) or [(0, 0, *size)]
         was_training = self.model.training
         self.model.eval()
         try:
