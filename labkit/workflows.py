@@ -157,10 +157,11 @@ def train_run(
     from labkit.data import load_dataset
     from labkit.train import resolve_device, train_method
 
-    m = methods.get(method, folder=not is_synthetic(data), **(method_params or {}))
+    synthetic = is_synthetic(data)
+    m = methods.get(method, folder=not synthetic, **(method_params or {}))
     if not m.trainable:
         raise LabkitError(f"method {method!r} needs no training; use `labkit evaluate --method {method}`")
-    if not is_synthetic(data) and m.folder_params:
+    if not synthetic and m.folder_params:
         log.info("%s on an image folder: defaults %s (--set overrides them)", m.key,
                  ", ".join(f"{k}={getattr(m.defaults, k)}" for k in m.folder_params))
     if crop < 8:
@@ -168,8 +169,8 @@ def train_run(
     torch.manual_seed(seed)
     out = Path(out)
     if steps_per_epoch == "auto":
-        steps_per_epoch = STEPS_PER_EPOCH if is_synthetic(data) else FOLDER_STEPS_PER_EPOCH
-    if is_synthetic(data):
+        steps_per_epoch = STEPS_PER_EPOCH if synthetic else FOLDER_STEPS_PER_EPOCH
+    if synthetic:
         train_set = load_dataset(str(data), split="train", transform=training_transform(data, crop))
         val_set = load_dataset(str(val_data), split="val") if val_data else None
         split, tile = {}, None
