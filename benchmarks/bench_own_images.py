@@ -40,11 +40,8 @@ from labkit.data.synthetic.nuclei import write_folder
 
 TARGET = 0.8
 SPLITS = (("train", 2), ("val", 1), ("test", 2))
-#: method parameters this benchmark sets for a method (``--set`` overrides them): ``recurrent`` averages Eq. 2's
-#: positive and negative terms separately (with 10-16 nuclei per crop the paper's single ``Q^2`` normalisation
-#: left nuclei split into pieces), leaves background to the semantic head, as ``discriminative`` does, and
-#: trains at ``lr=0.002`` (``discriminative``'s rate; 0.600 vs 0.627 at 1e-3 under the old tile stitching, 0.882 vs
-#: 0.800 once tiles link only near their cut line); see :mod:`labkit.methods.recurrent` and ``benchmarks/RESULTS.md``.
+
+
 def make_data(root: Path, size: int = 256) -> Path:
     """The train/val/test folders under ``root`` (kept when already written: they are deterministic)."""
     for split, n in SPLITS:
