@@ -10,7 +10,9 @@ arg-max) or, for ``cam``, the image-label loss beside the label prior:
   (Lovász-softmax, Eq. 6): can the lab's network learn the classes at all?
 * ``hle``: the ``hle`` method's own model and loss (Eq. 16), with
   ``--set`` overrides (e.g. ``class_mean_weight=0 semantic_loss=cross_entropy
-  space=split``): does the joint training learn them?
+  space=split``): does the joint training learn them?  ``--terms`` trains on
+  some terms of Eq. 16 only, weighted (``seg=1 seg_mean=1``: the semantic
+  part alone; ``seg=1 ins=0.1 ...``): which term keeps the classes from forming?
 * ``cam``: IRNet's stage 1 alone (class maps, global average pooling,
   multi-label soft margin) on ``shapes`` image labels.
 * ``means RUN ...``: the pairwise cosines of a trained ``hle`` run's class
@@ -25,6 +27,7 @@ Usage::
     python benchmarks/diag_class_learning.py semantic --head class_means --loss ce --schedule onecycle --steps 3000
     python benchmarks/diag_class_learning.py semantic --thing-weight 5 --schedule onecycle
     python benchmarks/diag_class_learning.py hle --steps 2500 --set class_mean_weight=0
+    python benchmarks/diag_class_learning.py hle --steps 2500 --schedule onecycle --set semantic_loss=cross_entropy --terms seg=1 ins=1
     python benchmarks/diag_class_learning.py cam --steps 2500 --schedule onecycle
     python benchmarks/diag_class_learning.py means /tmp/hle30/hle
 """
@@ -81,6 +84,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--thing-weight", type=float, default=1.0, help="semantic, ce: weight of thing pixels")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="hle: method parameters")
+    parser.add_argument("--terms", nargs="*", default=[], metavar="TERM=WEIGHT",
+                        help="hle: train on these terms of Eq. 16 only, weighted (e.g. seg=1 ins=0.1); default all, 1")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -107,7 +112,11 @@ def main() -> None:
         method = methods.get("hle", **_overrides(args.set))
         params = method.build_model(in_channels=3, num_classes=classes)
         forward = params
-        loss_of = lambda out, b: method.loss(out, b)["loss"]  # noqa: E731
+        weights = {k: float(v) for k, v in (t.split("=") for t in args.terms)}
+
+        def loss_of(out, b):
+            terms = method.loss(out, b)
+            return sum(w * terms[k] for k, w in weights.items()) if weights else terms["loss"]
     else:
         net, cams = UNet(3, 16, 4), torch.nn.Conv2d(16, len(family.things), 1, bias=False)
         params = torch.nn.ModuleList([net, cams])
