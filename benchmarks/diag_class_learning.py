@@ -13,6 +13,8 @@ arg-max) or, for ``cam``, the image-label loss beside the label prior:
   space=split``): does the joint training learn them?  ``--terms`` trains on
   some terms of Eq. 16 only, weighted (``seg=1 seg_mean=1``: the semantic
   part alone; ``seg=1 ins=0.1 ...``): which term keeps the classes from forming?
+  ``--terms-until STEP`` switches to the whole loss after STEP: do classes
+  learnt first survive the joint training?
 * ``cam``: IRNet's stage 1 alone (class maps, global average pooling,
   multi-label soft margin) on ``shapes`` image labels.
 * ``means RUN ...``: the pairwise cosines of a trained ``hle`` run's class
@@ -86,6 +88,8 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="hle: method parameters")
     parser.add_argument("--terms", nargs="*", default=[], metavar="TERM=WEIGHT",
                         help="hle: train on these terms of Eq. 16 only, weighted (e.g. seg=1 ins=0.1); default all, 1")
+    parser.add_argument("--terms-until", type=int, default=None, metavar="STEP",
+                        help="hle: --terms up to this step, the whole loss (Eq. 16) after it")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -116,7 +120,9 @@ def main() -> None:
 
         def loss_of(out, b):
             terms = method.loss(out, b)
-            return sum(w * terms[k] for k, w in weights.items()) if weights else terms["loss"]
+            if weights and (args.terms_until is None or step <= args.terms_until):
+                return sum(w * terms[k] for k, w in weights.items())
+            return terms["loss"]
     else:
         net, cams = UNet(3, 16, 4), torch.nn.Conv2d(16, len(family.things), 1, bias=False)
         params = torch.nn.ModuleList([net, cams])
