@@ -40,6 +40,25 @@ def test_pairwise_loss_hand_computed():
     assert pairwise_loss(f, inst, different_weight=3.0, **TINY).item() == pytest.approx((0.0125 + 1.35) / 2, rel=1e-5)
 
 
+def test_pairwise_loss_min_pair_loss_averages_only_the_violated_pairs():
+    inst = torch.tensor([[[1, 1, 2]]])
+    f = torch.tensor([[[2.0, 2.05, 2.55]]])
+    # pair losses 0.0125 (same, 0.05 apart) and 0.45 (different, 0.5 apart): above 1e-2 both count
+    assert pairwise_loss(f, inst, min_pair_loss=1e-2, **TINY).item() == pytest.approx((0.0125 + 0.45) / 2, rel=1e-5)
+    # above 0.02 only the different pair does (the authors' code averages this way, with 1e-2)
+    assert pairwise_loss(f, inst, min_pair_loss=0.02, **TINY).item() == pytest.approx(0.45, rel=1e-5)
+    random = dict(sampling="random", num_pairs=64, min_pair_loss=0.02)
+    f2 = torch.tensor([[[2.0, 2.0, 2.5]]])  # same pair 0 (dropped), both different pairs 0.45
+    assert pairwise_loss(f2, inst, generator=torch.Generator().manual_seed(0), **random).item() == pytest.approx(0.45)
+    # nothing violated: 0, still attached to the graph
+    f = torch.tensor([[[2.0, 2.0, 3.5]]], requires_grad=True)
+    for sampling in ({}, random):
+        out = pairwise_loss(f, inst, **{**TINY, "min_pair_loss": 0.02, **sampling})
+        assert out.item() == 0.0 and out.requires_grad
+    with pytest.raises(LabkitError, match="min_pair_loss"):
+        pairwise_loss(f, inst, min_pair_loss=-1.0, **TINY)
+
+
 def test_pairwise_loss_ignores_background_pairs():
     f = torch.tensor([[[2.0, 0.0, 7.0]]])
     inst = torch.tensor([[[1, 0, 1]]])
@@ -81,6 +100,7 @@ def test_gradcheck_float64():
     for fn in (
         lambda x: binary_loss(x, inst),
         lambda x: pairwise_loss(x, inst, **TINY),
+        lambda x: pairwise_loss(x, inst, min_pair_loss=1e-2, **TINY),
         lambda x: pairwise_loss(x, inst, sampling="random", num_pairs=32, generator=torch.Generator().manual_seed(1)),
         mumford_shah_loss,
         quantization_loss,
@@ -101,8 +121,8 @@ def test_invariant_to_permuting_instance_ids():
     f, inst = _scene()
     perm = torch.tensor([0, 7, 3, 9, 4, 2])  # id k -> perm[k], background stays 0
     relabelled = perm[inst]
-    for sampling in ("stratified", "random"):
-        kw = dict(sampling=sampling, window=7, center=1, dilation=2, num_pairs=500)
+    for sampling, min_pair_loss in (("stratified", 0.0), ("random", 0.0), ("stratified", 1e-2), ("random", 1e-2)):
+        kw = dict(sampling=sampling, window=7, center=1, dilation=2, num_pairs=500, min_pair_loss=min_pair_loss)
         a = dvis_loss(f, inst, generator=torch.Generator().manual_seed(3), **kw)
         b = dvis_loss(f, relabelled, generator=torch.Generator().manual_seed(3), **kw)
         for name in a:

@@ -49,7 +49,8 @@ frozen (no loss reaches it): the outputs then carry the backbone features the
 verification head RoIAligns.
 
 Differences from the authors' code, where we follow the paper: ``m1 = 2``
-(code: 1); different pairs weighted 1 (code: 3, ``different_weight``); the
+(code: 1); different pairs weighted 1 (code: 3, ``different_weight``); every
+pair averaged (code: only pair losses above 1e-2, ``min_pair_loss``); the
 Huber of Eq. (5) on ``ReLU(m2 - f_d)`` (our reading of the text).
 Candidates for training the verification head: IoU ``>= positive_iou``
 (0.2, authors' code) with a ground truth take its class, IoU ``<
@@ -95,6 +96,7 @@ class DVISParams:
     dilation: int = 4  # the rest of the window at this dilation (paper: 8)
     num_pairs: int = 4096  # random sampling: pairs per image
     different_weight: float = 1.0  # authors' code: 3
+    min_pair_loss: float = 0.0  # average only pair losses above this (authors' code: 1e-2; 0 = all pairs, the paper)
     bandwidths: tuple[float, ...] = (0.9, 0.4)  # Sec. 4
     fg_threshold: float | None = None  # foreground = f > this; None = m1 / 2
     min_area: int = 8  # smallest candidate, pixels
@@ -125,7 +127,7 @@ def check_params(p: DVISParams) -> None:
         if not getattr(p, name) > 0:
             raise LabkitError(f"dvis: {name} must be > 0, got {getattr(p, name)}")
     for name in ("binary_weight", "pairwise_weight", "mumford_shah_weight", "quantization_weight",
-                 "different_weight", "iou_weight"):
+                 "different_weight", "min_pair_loss", "iou_weight"):
         if getattr(p, name) < 0:
             raise LabkitError(f"dvis: {name} must be >= 0, got {getattr(p, name)}")
     if p.sampling not in SAMPLINGS:
@@ -192,7 +194,7 @@ class DVIS(Method):
             binary_weight=p.binary_weight, pairwise_weight=p.pairwise_weight,
             mumford_shah_weight=p.mumford_shah_weight, quantization_weight=p.quantization_weight,
             sampling=p.sampling, window=p.window, center=p.center, dilation=p.dilation, num_pairs=p.num_pairs,
-            different_weight=p.different_weight,
+            different_weight=p.different_weight, min_pair_loss=p.min_pair_loss,
         )
 
     def post_train(self, model: nn.Module, train_set: Any, *, out_dir: Any, train_kwargs: dict[str, Any]) -> None:
