@@ -30,7 +30,7 @@ is noise, so decoding then handles many more seeds: the figure is labelled).
 Usage::
 
     python benchmarks/bench_hle.py [--part quality|speed|all] [--out runs/bench_hle] [--epochs N] [--threads T]
-                                   [--seeds 0 1 2]
+                                   [--seeds 0 1 2] [--hle-set KEY=VALUE ...] [--schedule cosine|onecycle|...]
 
 Results go to ``--out/hle.json``; ``benchmarks/RESULTS.md`` keeps the last figures.
 """
@@ -46,7 +46,9 @@ from pathlib import Path
 import torch
 
 from labkit import methods, workflows
+from labkit.cli import _overrides
 from labkit.data.synthetic import SyntheticScenes
+from labkit.train import SCHEDULES
 
 DATA = "synthetic:panoptic"
 RUNS = {
@@ -57,14 +59,14 @@ RUNS = {
 PAPER_MS_PER_MP = {"V100, 1024x2048": 113.0 / (1024 * 2048 / 1e6), "V100, downsampled": 8.0 / (1024 * 2048 / 1e6)}
 
 
-def quality(out: Path, epochs: int | None, seeds: list[int]) -> dict:
+def quality(out: Path, epochs: int | None, seeds: list[int], hle_params: dict, schedule: str) -> dict:
     results: dict[str, list[dict]] = {name: [] for name in RUNS}
     for seed in seeds:
         for name, (key, params) in RUNS.items():
             run = out / (name if seed == 0 else f"{name}_seed{seed}")
             start = time.perf_counter()
-            workflows.train_run(key, DATA, run, epochs=epochs, device="cpu", method_params=params, seed=seed,
-                                progress=False)
+            workflows.train_run(key, DATA, run, epochs=epochs, device="cpu", seed=seed, progress=False,
+                                method_params={**params, **(hle_params if key == "hle" else {})}, schedule=schedule)
             decode = {"things": [1, 2, 3]} if key == "semantic" else {}
             row = _scores(run, decode)
             if methods.get(key).decode_grid():  # the decode thresholds tuned on the val split (PQ), not on test
@@ -90,7 +92,8 @@ def quality(out: Path, epochs: int | None, seeds: list[int]) -> dict:
     }
     for k, ok in targets.items():
         print(f"  target {k}: {'met' if ok else 'NOT met'}")
-    return {"runs": results, "mean_pq": mean, "targets": targets, "reduced_epochs": epochs, "seeds": seeds}
+    return {"runs": results, "mean_pq": mean, "targets": targets, "epochs": epochs, "seeds": seeds,
+            "hle_params": hle_params, "schedule": schedule}
 
 
 def _scores(run: Path, decode: dict) -> dict:
@@ -149,7 +152,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--part", choices=("quality", "speed", "all"), default="all")
     parser.add_argument("--out", default="runs/bench_hle")
-    parser.add_argument("--epochs", type=int, default=None, help="shorter trainings (figures say nothing about targets)")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs of every run (default: each method's)")
+    parser.add_argument("--hle-set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="hle parameters for both hle runs (e.g. semantic_warmup=0.57)")
+    parser.add_argument("--schedule", default="cosine", choices=SCHEDULES, help="lr schedule of every run")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (targets on the mean)")
     args = parser.parse_args()
@@ -161,7 +167,7 @@ def main() -> None:
                           "torch": torch.__version__, "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}}
     print(json.dumps(report["machine"]))
     if args.part in ("quality", "all"):
-        report["quality"] = quality(out, args.epochs, args.seeds)
+        report["quality"] = quality(out, args.epochs, args.seeds, _overrides(args.hle_set), args.schedule)
     if args.part in ("speed", "all"):
         report["speed"] = speed(out)
     (out / "hle.json").write_text(json.dumps(report, indent=1, default=str))

@@ -222,6 +222,7 @@ def train(
               initial=first - 1, total=epochs, unit="epoch") as epoch_bar:
         for epoch in epoch_bar:
             started = time.perf_counter()
+            method.begin_epoch(epoch, epochs)
             with tqdm(loader, desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False,
                       unit="batch") as bar:
                 terms, last_lr = _train_epoch(method, model, bar, optimizer, scheduler, scaler, dev, use_amp,

@@ -180,6 +180,21 @@ def test_class_mean_term_and_weights() -> None:
     assert module["ins_var"].item() == 0.0
 
 
+def test_without_instance_terms_only_the_semantic_part_remains() -> None:
+    emb, sigma, seed, logits, means, inst, sem = scene()
+    emb.requires_grad_()
+    logits.requires_grad_()
+    full = hle_loss(emb, sigma, seed, logits, means, inst, sem)
+    semantic = hle_loss(emb, sigma, seed, logits, means, inst, sem, instance_terms=False)
+    assert semantic["ins"].item() == semantic["ins_var"].item() == semantic["seed"].item() == 0.0
+    for name in ("seg", "seg_mean"):
+        assert semantic[name].item() == pytest.approx(full[name].item())
+    assert semantic["loss"].item() == pytest.approx((full["seg"] + full["seg_mean"]).item())
+    semantic["loss"].backward()
+    assert not emb.grad.any()  # Eq. 15 detaches the embedding; in the model, psi's logits carry Eq. 12 back to it
+    assert logits.grad.abs().sum() > 0
+
+
 def test_bad_input_raises() -> None:
     emb, sigma, seed, logits, means, inst, sem = scene(torch.float32)
     with pytest.raises(LabkitError, match="embedding"):

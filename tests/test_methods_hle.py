@@ -70,7 +70,7 @@ def test_heads_outputs_and_class_means_in_the_model_state() -> None:
 
 def test_bad_method_parameters_raise() -> None:
     for bad in (dict(space="flat"), dict(init="zeros"), dict(instance_loss="dice"), dict(embedding_dim=1),
-                dict(sigma_init=0.0)):
+                dict(sigma_init=0.0), dict(semantic_warmup=1.0), dict(semantic_warmup=-0.1)):
         with pytest.raises(LabkitError):
             methods.get("hle", **bad)
 
@@ -94,6 +94,35 @@ def test_loss_terms_learn_things_and_ignore_id_permutations() -> None:
     permuted = dict(batch, instances=torch.where(batch["instances"] == 5, 99, batch["instances"]))
     again = method.loss(model(batch["image"]), permuted)
     assert again["loss"].item() == pytest.approx(terms["loss"].item(), rel=1e-5)
+
+
+def test_semantic_warmup_trains_the_semantic_terms_alone_then_all(tmp_path) -> None:
+    from labkit.train import train
+
+    data = PanopticToy(2)
+    batch = {k: torch.stack([data[i][k] for i in range(2)]) for k in ("image", "instances", "semantic")}
+    method = methods.get("hle", embedding_dim=3, width=4, depth=1, semantic_warmup=0.5)
+    torch.manual_seed(0)
+    model = method.build_model(3, 4)
+    full = method.loss(model(batch["image"]), batch)  # no epoch begun: everything trains
+    method.begin_epoch(2, 4)  # round(0.5 * 4) = 2 warm-up epochs
+    warm = method.loss(model(batch["image"]), batch)
+    assert warm["ins"].item() == warm["ins_var"].item() == warm["seed"].item() == 0.0 < full["ins"].item()
+    assert warm["seg"].item() == pytest.approx(full["seg"].item())
+    assert warm["loss"].item() == pytest.approx((warm["seg"] + warm["seg_mean"]).item())
+    model.eval()  # validation always reports the whole loss
+    assert method.loss(model(batch["image"]), batch)["ins"].item() > 0
+    method.begin_epoch(3, 4)
+    model.train()
+    assert method.loss(model(batch["image"]), batch)["ins"].item() > 0
+    # through the training loop: 2 epochs, both warm-up (round(0.75 * 2)); resumed as a 4-epoch run, epoch 3 too
+    method = methods.get("hle", embedding_dim=3, width=4, depth=1, semantic_warmup=0.75)
+    train(method, method.build_model(3, 4), data, out_dir=tmp_path, epochs=2, batch_size=2, progress=False,
+          device="cpu")
+    again = methods.get("hle", embedding_dim=3, width=4, depth=1, semantic_warmup=0.75)
+    history = train(again, again.build_model(3, 4), data, out_dir=tmp_path, epochs=4, batch_size=2,
+                    progress=False, device="cpu")
+    assert [e["ins"] == 0.0 for e in history["epochs"]] == [True, True, True, False]
 
 
 def hand_built(spatial_sigma: float = 3.0, double_seed: bool = False):

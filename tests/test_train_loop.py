@@ -136,3 +136,15 @@ def test_batches_reach_the_method_on_the_device_with_names(tmp_path):
     quick(tmp_path, data=data, method=Spy(), device="cpu")
     assert sorted(seen[0]["name"]) == ["img0", "img1"]
     assert seen[0]["image"].shape == (2, 1, 8, 8) and seen[0]["instances"].shape == (2, 8, 8)
+
+
+def test_begin_epoch_is_called_before_each_epoch_also_after_a_resume(tmp_path):
+    calls = []
+
+    class Spy(type(methods.get("semantic"))):
+        def begin_epoch(self, epoch, epochs):
+            calls.append((epoch, epochs))
+
+    quick(tmp_path, method=Spy(), epochs=2)
+    quick(tmp_path, method=Spy(), epochs=3)  # resumes after epoch 2
+    assert calls == [(1, 2), (2, 2), (3, 3)]

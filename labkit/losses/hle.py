@@ -117,6 +117,7 @@ def hle_loss(
     semantic_loss: Literal["lovasz", "cross_entropy"] = "lovasz",
     lovasz_classes: Literal["all", "present"] = "all",
     class_mean_weight: float = 1.0,
+    instance_terms: bool = True,
     ignore_index: int = IGNORE_INDEX,
 ) -> dict[str, Tensor]:
     """Every term of Eq. 16 by name (``seg, seg_mean, ins, ins_var, seed``) and their sum under ``loss``.
@@ -136,6 +137,8 @@ def hle_loss(
         instance_loss, semantic_loss: ``"lovasz"`` (the paper) or ``"cross_entropy"``.
         lovasz_classes: classes averaged in Eq. 6 (see :func:`lovasz_softmax`).
         class_mean_weight: weight of Eq. 15 (1; 0 drops it).
+        instance_terms: ``False`` leaves out Eq. 11, 13 and 14 (they are 0 and
+            not computed): the semantic part alone, as ``hle``'s semantic warm-up trains.
     """
     _check(embedding, sigma, seed, semantic_logits, instances, semantic)
     for name, choice in (("instance_loss", instance_loss), ("semantic_loss", semantic_loss)):
@@ -158,7 +161,7 @@ def hle_loss(
     ins_terms: list[Tensor] = []
     var_sum, var_count = zero, 0
     seed_sum, seed_count = zero, 0
-    for i in range(b):
+    for i in range(b if instance_terms else 0):
         valid = (semantic[i] != ignore_index).reshape(-1)
         if not valid.any():
             continue

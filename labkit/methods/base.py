@@ -104,6 +104,11 @@ class Method:
         """
         return dataset
 
+    def begin_epoch(self, epoch: int, epochs: int) -> None:
+        """Called by :func:`labkit.train.train` before each training epoch (``epoch`` 1-based of ``epochs``,
+        also after a resume); default: nothing.  ``hle``: its semantic warm-up.
+        """
+
     def post_train(self, model: nn.Module, train_set: Any, *, out_dir: Any, train_kwargs: dict[str, Any]) -> None:
         """Training stages after the main network (a verification head, pseudo labels); default: none.
 
