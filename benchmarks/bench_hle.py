@@ -64,7 +64,7 @@ RUNS = {
 PAPER_MS_PER_MP = {"V100, 1024x2048": 113.0 / (1024 * 2048 / 1e6), "V100, downsampled": 8.0 / (1024 * 2048 / 1e6)}
 
 
-def quality(out: Path, epochs: int | None, seeds: list[int], hle_params: dict, schedule: str) -> dict:
+def quality(out: Path, epochs: int, seeds: list[int], hle_params: dict, schedule: str) -> dict:
     results: dict[str, list[dict]] = {name: [] for name in RUNS}
     for seed in seeds:
         for name, (key, params) in RUNS.items():

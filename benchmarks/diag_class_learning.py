@@ -118,7 +118,7 @@ def main() -> None:
         forward = params
         weights = {k: float(v) for k, v in (t.split("=") for t in args.terms)}
 
-        def loss_of(out, b):
+        def loss_of(out, b):  # reads `step`, the training loop's below
             terms = method.loss(out, b)
             if weights and (args.terms_until is None or step <= args.terms_until):
                 return sum(w * terms[k] for k, w in weights.items())
