@@ -116,7 +116,7 @@ def main() -> None:
         method = methods.get("hle", **_overrides(args.set))
         params = method.build_model(in_channels=3, num_classes=classes)
         forward = params
-        weights = {k: float(v) for k, v in (t.split("=") for t in args.terms)}
+        weights = _overrides(args.terms)
 
         def loss_of(out, b):  # reads `step`, the training loop's below
             terms = method.loss(out, b)
