@@ -9,12 +9,14 @@ builds the ``ModelExplorer``: the kernel idle, nbclient still waiting.
 
 :class:`RepollingChannel` polls in slices of :data:`POLL_SLICE` seconds
 instead; each new poll checks the socket's events first, so a message that
-arrived unannounced is read at most one slice late. ``run_notebook`` passes
+arrived unannounced is read at most one slice late. Slices are whole
+milliseconds, as the channel polls in milliseconds. ``run_notebook`` passes
 :class:`RepollingKernelManager` to papermill as nbclient's
 ``kernel_manager_class``.
 """
 from __future__ import annotations
 
+from math import ceil
 from queue import Empty
 from time import monotonic
 from typing import Any
@@ -36,6 +38,9 @@ class RepollingChannel(AsyncZMQSocketChannel):
         deadline = None if timeout is None else monotonic() + timeout
         while True:
             left = POLL_SLICE if deadline is None else max(0.0, min(POLL_SLICE, deadline - monotonic()))
+            # jupyter_client truncates to whole milliseconds: round up, or the last
+            # fraction of a millisecond before the deadline becomes a busy loop of 0 ms polls
+            left = ceil(left * 1000) / 1000
             try:
                 return await super().get_msg(timeout=left)
             except Empty:

@@ -49,6 +49,13 @@ def test_a_wait_with_a_limit_still_raises_empty_at_the_limit(monkeypatch):
     assert 3 <= len(socket.timeouts) <= 5 and all(t <= 20 for t in socket.timeouts)
 
 
+def test_a_deadline_less_than_a_millisecond_away_is_one_poll_not_a_busy_loop(monkeypatch):
+    socket = MissedWakeupSocket(misses=10**6)
+    with pytest.raises(Empty):
+        asyncio.run(_channel(socket).get_msg(timeout=0.0004))
+    assert socket.timeouts == [1], "the channel truncates to whole ms: 0.4 ms must round up, not poll 0 ms in a loop"
+
+
 def test_a_zero_timeout_polls_once():
     socket = MissedWakeupSocket(misses=1)
     with pytest.raises(Empty):
