@@ -46,7 +46,9 @@ def test_a_wait_with_a_limit_still_raises_empty_at_the_limit(monkeypatch):
     socket = MissedWakeupSocket(misses=10**6)
     with pytest.raises(Empty):
         asyncio.run(_channel(socket).get_msg(timeout=0.05))
-    assert 3 <= len(socket.timeouts) <= 5 and all(t <= 20 for t in socket.timeouts)
+    # slices of at most 20 ms that together do not outlast the limit (a loaded machine's
+    # late wake-ups only mean fewer of them)
+    assert all(1 <= t <= 20 for t in socket.timeouts) and sum(socket.timeouts) <= 52
 
 
 def test_a_deadline_less_than_a_millisecond_away_is_one_poll_not_a_busy_loop(monkeypatch):
