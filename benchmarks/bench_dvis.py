@@ -40,6 +40,7 @@ from pathlib import Path
 import torch
 
 from labkit import methods
+from labkit.cli import _overrides
 
 
 def layout(height: int, width: int, seed: int = 0) -> torch.Tensor:
@@ -123,16 +124,18 @@ QUALITY = {
 TARGETS = {("dvis", "shapes"): 0.8, ("dvis", "sticks"): 0.7}
 
 
-def quality(out: Path, epochs: int | None, only: str | None) -> list[dict]:
+def quality(out: Path, epochs: int | None, only: str | None, families: list[str] | None = None,
+            dvis_set: dict | None = None) -> list[dict]:
     from labkit import workflows
 
     rows = []
     for (method, family), cfg in QUALITY.items():
-        if only and method != only:
+        if (only and method != only) or (families and family not in families):
             continue
         run = out / f"{method}_{family}"
+        params = {**cfg["params"], **(dvis_set or {})} if method == "dvis" else cfg["params"]
         history = workflows.train_run(method, f"synthetic:{family}", run, epochs=epochs, device="cpu",
-                                      progress=False, method_params=cfg["params"])
+                                      progress=False, method_params=params)
         variants = {"": {}}
         if method == "dvis":
             variants = {" verified": {"verifier": str(run / "verification")}, " uniform scores": {"verify": False}}
@@ -205,13 +208,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench_dvis"))
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the methods')")
     parser.add_argument("--only", default=None, choices=["dvis", "discriminative"])
+    parser.add_argument("--families", nargs="*", default=None, choices=sorted({f for _, f in QUALITY}))
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="dvis parameters (quality part)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     if args.part == "speed":
         rows = speed(args.sizes, args.repeats)
     elif args.part == "quality":
-        rows = quality(args.out, args.epochs, args.only)
+        rows = quality(args.out, args.epochs, args.only, args.families, _overrides(args.set))
     else:
         rows = [cuda_fps(args.repeats)]
     if args.json:

@@ -9,8 +9,10 @@ import torch
 from labkit import methods
 from labkit.errors import LabkitError
 from labkit.methods.dvis import candidates_prediction, label_map
-from labkit.methods.dvis_verification import load_verifier, match_candidates, train_verifier
-from labkit.models.verification import VerificationHead, verification_scores
+from labkit.data import SyntheticScenes
+from labkit.methods.dvis_verification import (VerifierTraining, load_verifier, match_candidates, roi_orientations,
+                                              train_verifier)
+from labkit.models.verification import VerificationHead, random_orientations, verification_scores
 
 
 def three_plateau_outputs() -> dict[str, torch.Tensor]:
@@ -58,6 +60,7 @@ def test_loss_terms_and_ignore_pixels():
     (dict(bandwidths=(0.9, -0.4)), "bandwidths"),
     (dict(pairwise_weight=-1.0), "pairwise_weight"),
     (dict(negative_iou=0.5, positive_iou=0.2), "negative_iou"),
+    (dict(verifier_augment="rot45"), "verifier_augment"),
     (dict(nope=1), "unknown parameter"),
 ])
 def test_bad_parameters(overrides, needle):
@@ -115,6 +118,62 @@ def test_verification_head_shapes_and_scores():
     assert empty["class_logits"].shape == (0, 3)
     with pytest.raises(LabkitError, match="num_classes"):
         VerificationHead(4, 1)
+
+
+def _symmetries(roi: torch.Tensor) -> list[torch.Tensor]:
+    """The 8 images of ``roi [C,S,S]`` under the symmetries of the square."""
+    return [torch.rot90(r, k, dims=(-2, -1)) for r in (roi, roi.flip(-1)) for k in range(4)]
+
+
+def test_random_orientations_give_each_roi_a_symmetry_of_its_own():
+    rois = torch.arange(200 * 2 * 3 * 3, dtype=torch.float32).reshape(200, 2, 3, 3)  # no symmetric RoI
+    gen = torch.Generator().manual_seed(0)
+    assert random_orientations(rois, "none") is rois
+    for kind, count in (("flip", 2), ("dihedral", 8)):
+        out = random_orientations(rois, kind, generator=gen)
+        assert out.shape == rois.shape
+        seen = set()
+        for roi, turned in zip(rois, out):
+            options = _symmetries(roi)[:: 4 if kind == "flip" else 1]  # flip: itself or its mirror image
+            which = [i for i, o in enumerate(options) if torch.equal(o, turned)]
+            assert len(which) == 1, f"{kind}: an output is not one of the RoI's {count} allowed images"
+            seen.add(which[0])
+        assert len(seen) == count, f"{kind}: only {len(seen)} of {count} orientations drawn in 200 RoIs"
+    assert random_orientations(rois[:0], "dihedral").shape == (0, 2, 3, 3)
+    with pytest.raises(LabkitError, match="orientations"):
+        random_orientations(rois, "rot45")
+
+
+def test_roi_orientations_auto_keeps_the_handedness_of_digits():
+    assert roi_orientations("auto", SyntheticScenes("shapes", split="val", num_samples=1)) == "dihedral"
+    assert roi_orientations("auto", SyntheticScenes("digits", split="val", num_samples=1)) == "none"
+    assert roi_orientations("auto", _tiny_samples()) == "dihedral"  # a folder has no family: no handedness known
+    assert roi_orientations("flip", SyntheticScenes("digits", split="val", num_samples=1)) == "flip"
+
+
+def test_verifier_stage_turns_the_rois_in_training_only():
+    method = methods.get("dvis", width=8, depth=2, min_area=4)
+    fcn = method.build_model(in_channels=3, num_classes=3)
+
+    class Plateaus(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.config = fcn.config
+
+        def forward(self, image):
+            return {"label": 2 * image[:, :1] + 3 * image[:, 1:2], "features": fcn(image)["features"]}
+
+    torch.manual_seed(0)
+    head = VerificationHead(8, 3, size=6, convs=1, width=4, hidden=8)
+    stage = VerifierTraining(Plateaus(), head, method.discretize_options(), augment="dihedral")
+    image = torch.stack([s["image"] for s in _tiny_samples(2)])
+    stage.eval()
+    plain = stage(image)["class_logits"]
+    assert torch.equal(stage(image)["class_logits"], plain)
+    stage.train()
+    torch.manual_seed(1)
+    turned = [stage(image)["class_logits"] for _ in range(4)]
+    assert turned[0].shape == plain.shape and any(not torch.allclose(t, plain) for t in turned)
 
 
 def _perturbed_candidates(gen: torch.Generator, n: int = 48, size: int = 24):

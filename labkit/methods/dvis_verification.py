@@ -15,6 +15,15 @@ candidate to the ground truth:
   background (0) when ``iou < negative_iou``, no class loss in between
   (authors' code: 0.2 and 0.1); cross-entropy.
 
+Augmentation (ours; the paper does not say): in training, each candidate's
+RoI inputs are shown under a random symmetry of the square
+(``augment="dihedral"``, :func:`~labkit.models.verification.random_orientations`),
+left-right flips only (``"flip"``) or as they are (``"none"``).  The head
+sees the same few hundred candidates every epoch; turning them multiplies
+the shapes it learns from by up to 8 (benchmarks/RESULTS.md, ``bench_dvis.py``).
+Classes that depend on orientation (``digits``: a 6 turned is a 9) need
+``"none"``; ``DVIS`` chooses it for a synthetic family that is not mirror-symmetric.
+
 ``loss = CE + iou_weight * Huber``.  :func:`load_verifier` reads the head back
 from the stage's run folder.
 """
@@ -31,6 +40,7 @@ from torch import Tensor, nn
 from labkit.data.contract import IGNORE_INDEX
 from labkit.errors import LabkitError
 from labkit.methods.base import Batch, Method, Outputs
+from labkit.models.verification import random_orientations
 
 KIND = "dvis_verification"
 
@@ -42,6 +52,7 @@ class VerificationParams:
     positive_iou: float = 0.2
     negative_iou: float = 0.1
     iou_weight: float = 1.0
+    augment: str = "dihedral"
     discretize: dict = dataclasses.field(default_factory=dict)
 
 
@@ -121,12 +132,14 @@ class VerifierTraining(nn.Module):
     a resumed stage sees the same candidates.
     """
 
-    def __init__(self, fcn: nn.Module, head: nn.Module, discretize_options: dict[str, Any]) -> None:
+    def __init__(self, fcn: nn.Module, head: nn.Module, discretize_options: dict[str, Any],
+                 augment: str = "none") -> None:
         super().__init__()
         self.fcn = fcn
         self.fcn.requires_grad_(False)
         self.head = head
         self.options = dict(discretize_options)
+        self.augment = augment
         self.config = {"kind": KIND, "in_channels": int(fcn.config["in_channels"]), "fcn": fcn.config,
                        "head": head.config}
 
@@ -148,7 +161,11 @@ class VerifierTraining(nn.Module):
         boxes = torch.cat([c.boxes for c in cands]).to(image.device)
         values = torch.cat([c.values for c in cands]).to(image.device)
         index = torch.cat([torch.full((len(c),), b, dtype=torch.int64) for b, c in enumerate(cands)]).to(image.device)
-        outputs = self.head(features, f, masks, boxes, index, values)
+        if masks.shape[0] and self.training:
+            rois = self.head.roi_inputs(features, f, masks, boxes, index, values)
+            outputs = self.head.from_rois(random_orientations(rois, self.augment))
+        else:
+            outputs = self.head(features, f, masks, boxes, index, values)
         anchor = sum(p.sum() for p in self.head.parameters())  # keeps an empty batch attached to the graph
         return {**outputs, "masks": masks, "image_index": index, "anchor": anchor}
 
@@ -171,10 +188,20 @@ def train_verifier(method: Any, fcn: nn.Module, train_set: Any, *, out_dir: Path
         convs=p.verifier_convs, width=p.verifier_width, hidden=p.verifier_hidden,
     )
     options = method.discretize_options()
+    augment = roi_orientations(p.verifier_augment, train_set)
     stage = DVISVerification(positive_iou=p.positive_iou, negative_iou=p.negative_iou, iou_weight=p.iou_weight,
+                             augment=augment,
                              discretize={k: list(v) if isinstance(v, tuple) else v for k, v in options.items()})
-    model = VerifierTraining(fcn, head, options)
+    model = VerifierTraining(fcn, head, options, augment=augment)
     return train(stage, model, train_set, out_dir=out_dir, **kwargs)
+
+
+def roi_orientations(setting: str, train_set: Any) -> str:
+    """``setting``, or for ``"auto"``: ``"none"`` for a synthetic family that is not mirror-symmetric, else ``"dihedral"``."""
+    if setting != "auto":
+        return setting
+    family = getattr(train_set, "family", None)
+    return "none" if family is not None and not family.mirror_symmetric else "dihedral"
 
 
 def _num_classes(train_set: Any) -> int:

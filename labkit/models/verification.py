@@ -94,8 +94,32 @@ class VerificationHead(nn.Module):
         if masks.shape[0] == 0:
             k = self.classify.out_features
             return {"class_logits": features.new_zeros(0, k), "iou": features.new_zeros(0)}
-        x = self.fc(self.convs(self.roi_inputs(features, label_map, masks, boxes, image_index, values)))
+        return self.from_rois(self.roi_inputs(features, label_map, masks, boxes, image_index, values))
+
+    def from_rois(self, rois: Tensor) -> dict[str, Tensor]:
+        """The two outputs from :meth:`roi_inputs`' ``[N, F + 2, size, size]``."""
+        x = self.fc(self.convs(rois))
         return {"class_logits": self.classify(x), "iou": torch.sigmoid(self.iou(x))[:, 0]}
+
+
+#: orientations a training candidate's RoI may be given (:func:`random_orientations`)
+ORIENTATIONS = ("dihedral", "flip", "none")
+
+
+def random_orientations(rois: Tensor, kind: str, generator: torch.Generator | None = None) -> Tensor:
+    """Each RoI ``[N, C, S, S]`` under a random symmetry: ``"dihedral"`` (the 8 of the square), ``"flip"``
+    (left-right or not) or ``"none"``."""
+    if kind not in ORIENTATIONS:
+        raise LabkitError(f"unknown RoI orientations {kind!r}; choices: {', '.join(ORIENTATIONS)}")
+    if kind == "none" or rois.shape[0] == 0:
+        return rois
+    n = rois.shape[0]
+    flip = torch.randint(0, 2, (n,), generator=generator).bool().to(rois.device)
+    out = torch.where(flip[:, None, None, None], rois.flip(-1), rois)
+    if kind == "dihedral":
+        turns = torch.randint(0, 4, (n,), generator=generator).to(rois.device)
+        out = torch.stack([torch.rot90(out[i], int(turns[i]), dims=(-2, -1)) for i in range(n)])
+    return out
 
 
 def verification_scores(
