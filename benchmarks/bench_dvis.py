@@ -29,6 +29,9 @@ class; >= 0.7 on sticks).
 Usage::
 
     python benchmarks/bench_dvis.py [--part speed|quality|cuda] [--sizes 64x64 512x1024] [--repeats 3]
+    python benchmarks/bench_dvis.py --part quality [--only dvis] [--families sticks] [--seed 1] [--set sampling=random]
+
+(``--set``: dvis parameters over the defaults, for experiments.)
 """
 from __future__ import annotations
 
@@ -125,24 +128,24 @@ TARGETS = {("dvis", "shapes"): 0.8, ("dvis", "sticks"): 0.7}
 
 
 def quality(out: Path, epochs: int | None, only: str | None, families: list[str] | None = None,
-            dvis_set: dict | None = None) -> list[dict]:
+            dvis_set: dict | None = None, seed: int = 0) -> list[dict]:
     from labkit import workflows
 
     rows = []
     for (method, family), cfg in QUALITY.items():
         if (only and method != only) or (families and family not in families):
             continue
-        run = out / f"{method}_{family}"
+        run = out / (f"{method}_{family}" + (f"_s{seed}" if seed else ""))
         params = {**cfg["params"], **(dvis_set or {})} if method == "dvis" else cfg["params"]
         history = workflows.train_run(method, f"synthetic:{family}", run, epochs=epochs, device="cpu",
-                                      progress=False, method_params=params)
+                                      progress=False, method_params=params, seed=seed)
         variants = {"": {}}
         if method == "dvis":
             variants = {" verified": {"verifier": str(run / "verification")}, " uniform scores": {"verify": False}}
         for label, params in variants.items():
             r = workflows.evaluate_run(data=f"synthetic:{family}", checkpoint=run / "model.pt", device="cpu",
                                        progress=False, decode_params=params)
-            row = {"method": method + label, "family": family, "ap": r["ap"], "ap50": r["ap50"], "ap75": r["ap75"],
+            row = {"method": method + label, "family": family, "seed": seed, "ap": r["ap"], "ap50": r["ap50"], "ap75": r["ap75"],
                    "ap50_agnostic": _agnostic_ap50(run, family, params),
                    "epochs": len(history["epochs"]), "train_s": sum(e["seconds"] for e in history["epochs"]),
                    "target_ap50": TARGETS.get((method, family))}
@@ -209,6 +212,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the methods')")
     parser.add_argument("--only", default=None, choices=["dvis", "discriminative"])
     parser.add_argument("--families", nargs="*", default=None, choices=sorted({f for _, f in QUALITY}))
+    parser.add_argument("--seed", type=int, default=0, help="training seed (quality part)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="dvis parameters (quality part)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -216,7 +220,7 @@ def main() -> None:
     if args.part == "speed":
         rows = speed(args.sizes, args.repeats)
     elif args.part == "quality":
-        rows = quality(args.out, args.epochs, args.only, args.families, _overrides(args.set))
+        rows = quality(args.out, args.epochs, args.only, args.families, _overrides(args.set), args.seed)
     else:
         rows = [cuda_fps(args.repeats)]
     if args.json:

@@ -114,7 +114,7 @@ class DVISParams:
     min_mean: float | None = None  # lowest mean label value of a candidate; None = fg_threshold
     duplicate_iou: float = 0.9  # pooled candidates overlapping an earlier one this much are duplicates
     max_candidates: int | None = 40  # largest kept per image (authors: 40 on VOC)
-    verifier_epochs: int = 10  # second stage; 0 = no verification head
+    verifier_epochs: int = 60  # second stage; 0 = no verification head
     verifier_lr: float = 1e-3
     roi_size: int = 14
     verifier_convs: int = 3

@@ -52,7 +52,7 @@ class VerificationParams:
     positive_iou: float = 0.2
     negative_iou: float = 0.1
     iou_weight: float = 1.0
-    augment: str = "dihedral"
+    augment: str = "none"  # train_verifier passes the DVIS setting (see the module docstring)
     discretize: dict = dataclasses.field(default_factory=dict)
 
 
