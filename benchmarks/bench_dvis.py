@@ -145,7 +145,8 @@ def quality(out: Path, epochs: int | None, only: str | None, families: list[str]
         for label, params in variants.items():
             r = workflows.evaluate_run(data=f"synthetic:{family}", checkpoint=run / "model.pt", device="cpu",
                                        progress=False, decode_params=params)
-            row = {"method": method + label, "family": family, "seed": seed, "ap": r["ap"], "ap50": r["ap50"], "ap75": r["ap75"],
+            row = {"method": method + label, "family": family, "seed": seed,
+                   "ap": r["ap"], "ap50": r["ap50"], "ap75": r["ap75"],
                    "ap50_agnostic": _agnostic_ap50(run, family, params),
                    "epochs": len(history["epochs"]), "train_s": sum(e["seconds"] for e in history["epochs"]),
                    "target_ap50": TARGETS.get((method, family))}

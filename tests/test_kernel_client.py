@@ -51,7 +51,7 @@ def test_a_wait_with_a_limit_still_raises_empty_at_the_limit(monkeypatch):
     assert all(1 <= t <= 20 for t in socket.timeouts) and sum(socket.timeouts) <= 52
 
 
-def test_a_deadline_less_than_a_millisecond_away_is_one_poll_not_a_busy_loop(monkeypatch):
+def test_a_deadline_less_than_a_millisecond_away_is_one_poll_not_a_busy_loop():
     socket = MissedWakeupSocket(misses=10**6)
     with pytest.raises(Empty):
         asyncio.run(_channel(socket).get_msg(timeout=0.0004))

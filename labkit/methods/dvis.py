@@ -120,7 +120,7 @@ class DVISParams:
     verifier_convs: int = 3
     verifier_width: int = 32
     verifier_hidden: int = 128
-    verifier_augment: str = "auto"  # training candidates' RoIs turned: dihedral, flip, none; auto: see dvis_verification
+    verifier_augment: str = "auto"  # training RoIs turned: dihedral, flip, none; auto: see dvis_verification
     positive_iou: float = 0.2  # authors' code
     negative_iou: float = 0.1  # authors' code
     iou_weight: float = 1.0  # weight of the IoU head's Huber loss beside the cross-entropy
@@ -145,7 +145,8 @@ def check_params(p: DVISParams) -> None:
     if p.sampling not in SAMPLINGS:
         raise LabkitError(f"dvis: unknown sampling {p.sampling!r}; choices: {', '.join(SAMPLINGS)}")
     if p.verifier_augment not in ("auto", *ORIENTATIONS):
-        raise LabkitError(f"dvis: unknown verifier_augment {p.verifier_augment!r}; choices: auto, {', '.join(ORIENTATIONS)}")
+        raise LabkitError(
+            f"dvis: unknown verifier_augment {p.verifier_augment!r}; choices: auto, {', '.join(ORIENTATIONS)}")
     stratified_offsets(p.window, p.center, p.dilation)
     if not p.bandwidths or any(not float(b) > 0 for b in p.bandwidths):
         raise LabkitError(f"dvis: bandwidths must be positive, got {p.bandwidths!r}")

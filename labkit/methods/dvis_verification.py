@@ -197,7 +197,7 @@ def train_verifier(method: Any, fcn: nn.Module, train_set: Any, *, out_dir: Path
 
 
 def roi_orientations(setting: str, train_set: Any) -> str:
-    """``setting``, or for ``"auto"``: ``"none"`` for a synthetic family that is not mirror-symmetric, else ``"dihedral"``."""
+    """``setting``; ``"auto"``: ``"none"`` for a synthetic family that is not mirror-symmetric, else ``"dihedral"``."""
     if setting != "auto":
         return setting
     family = getattr(train_set, "family", None)
