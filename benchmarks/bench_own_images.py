@@ -35,8 +35,9 @@ from pathlib import Path
 
 import torch
 
-from labkit import workflows
+from labkit import methods, workflows
 from labkit.data.synthetic.nuclei import write_folder
+from labkit.tuning import read_decode_json, write_decode_json
 
 TARGET = 0.8
 SPLITS = (("train", 2), ("val", 1), ("test", 2))
@@ -56,7 +57,10 @@ def run_method(method: str, data: Path, out: Path, epochs: int | None, params: d
     history = workflows.train_run(method, data / "train", run, epochs=epochs, device="cpu", progress=False,
                                   method_params=params, seed=seed)
     train_wall, train_cpu = time.perf_counter() - wall, time.process_time() - cpu
-    (run / "decode.json").unlink(missing_ok=True)  # a decode.json of an earlier run of this script
+    # a decode.json tuned by an earlier run of this script: keep only what training recorded (dvis: the verifier)
+    recorded = read_decode_json(run)
+    tuned_keys = methods.get(method).decode_grid()
+    write_decode_json(run, {k: v for k, v in recorded.items() if k not in tuned_keys})
     untuned = workflows.evaluate_run(data=str(data / "test"), checkpoint=run / "model.pt", device="cpu",
                                      progress=False)
     tuned_info = workflows.tune_run(checkpoint=run / "model.pt", data=str(data / "val"), device="cpu",
