@@ -120,6 +120,19 @@ def test_verification_head_shapes_and_scores():
         VerificationHead(4, 1)
 
 
+class Plateaus(torch.nn.Module):
+    """A frozen FCN for the second stage: label plateaus 2 and 3 from the image's first two channels (the ground
+    truth of :func:`_tiny_samples`), features from ``fcn``."""
+
+    def __init__(self, fcn):
+        super().__init__()
+        self.fcn, self.config = fcn, fcn.config
+
+    def forward(self, image):
+        out = self.fcn(image)
+        return {"label": 2 * image[:, :1] + 3 * image[:, 1:2], "features": out["features"]}
+
+
 def _symmetries(roi: torch.Tensor) -> list[torch.Tensor]:
     """The 8 images of ``roi [C,S,S]`` under the symmetries of the square."""
     return [torch.rot90(r, k, dims=(-2, -1)) for r in (roi, roi.flip(-1)) for k in range(4)]
@@ -155,17 +168,9 @@ def test_verifier_stage_turns_the_rois_in_training_only():
     method = methods.get("dvis", width=8, depth=2, min_area=4)
     fcn = method.build_model(in_channels=3, num_classes=3)
 
-    class Plateaus(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.config = fcn.config
-
-        def forward(self, image):
-            return {"label": 2 * image[:, :1] + 3 * image[:, 1:2], "features": fcn(image)["features"]}
-
     torch.manual_seed(0)
     head = VerificationHead(8, 3, size=6, convs=1, width=4, hidden=8)
-    stage = VerifierTraining(Plateaus(), head, method.discretize_options(), augment="dihedral")
+    stage = VerifierTraining(Plateaus(fcn), head, method.discretize_options(), augment="dihedral")
     image = torch.stack([s["image"] for s in _tiny_samples(2)])
     stage.eval()
     plain = stage(image)["class_logits"]
@@ -240,15 +245,6 @@ def test_two_stage_training_resumes_and_verifies(tmp_path):
 
     kwargs = dict(epochs=1, batch_size=2, lr=0.0, device="cpu", seed=0, resume=True, progress=False)
     train(method, model, data, out_dir=tmp_path, **kwargs)
-
-    class Plateaus(torch.nn.Module):  # the frozen FCN of the second stage: ground-truth plateaus
-        def __init__(self, fcn):
-            super().__init__()
-            self.fcn, self.config = fcn, fcn.config
-
-        def forward(self, image):
-            out = self.fcn(image)
-            return {"label": 2 * image[:, :1] + 3 * image[:, 1:2], "features": out["features"]}
 
     fcn = Plateaus(model)
     history = train_verifier(method, fcn, data, out_dir=tmp_path / "verification", train_kwargs=kwargs)
