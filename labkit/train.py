@@ -462,10 +462,17 @@ def _resolve_amp(amp: bool | str, device: torch.device) -> bool:
 def _check_same_run(
     state: dict[str, Any], method: Method, model: nn.Module, settings: dict[str, Any], path: Path
 ) -> None:
-    """Refuse to resume a checkpoint of another method, model or optimiser setting."""
+    """Refuse to resume a checkpoint of another method, model or optimiser setting.
+
+    A method parameter the checkpoint lacks (added to labkit after it was
+    written) counts as at its default, so a run resumes across such upgrades.
+    """
+    saved_params = state["method"]["params"]
+    if state["method"]["key"] == method.key:
+        saved_params = dataclasses.asdict(type(method.defaults)()) | saved_params
     saved = {
         "method": state["method"]["key"],
-        "method parameters": state["method"]["params"],
+        "method parameters": saved_params,
         "model": state["model"]["config"],
         **{name: state["training"].get(name) for name in settings},
     }

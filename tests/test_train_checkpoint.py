@@ -163,6 +163,21 @@ def test_resuming_a_different_run_is_refused_unless_resume_is_false(tmp_path):
     assert load_checkpoint(tmp_path)[2]["training"]["lr"] == 0.1 and len(history["epochs"]) == 1
 
 
+def test_a_run_resumes_after_labkit_added_a_method_parameter(tmp_path):
+    from labkit import checkpoint as ckpt
+
+    run(tmp_path, epochs=1)
+    state = ckpt.read_checkpoint(tmp_path / "model.pt")
+    del state["method"]["params"]["ignore_index"]  # as written before the parameter existed
+    ckpt.save_checkpoint(tmp_path / "model.pt", state)
+    _, history = run(tmp_path, epochs=2)
+    assert len(history["epochs"]) == 2
+    state["method"]["params"]["class_weights"] = (1.0, 2.0)  # a parameter that does differ still refuses
+    ckpt.save_checkpoint(tmp_path / "model.pt", state)
+    with pytest.raises(LabkitError, match="method parameters"):
+        run(tmp_path, epochs=3)
+
+
 def test_a_finished_run_is_not_trained_again(tmp_path):
     _, first = run(tmp_path, epochs=1)
     _, again = run(tmp_path, epochs=1)
