@@ -54,6 +54,9 @@ def test_loss_terms_and_ignore_pixels():
 
 @pytest.mark.parametrize("overrides, needle", [
     (dict(m1=-2.0), "m1"),
+    (dict(semantic_pretrain=1.0), "semantic_pretrain"),
+    (dict(min_visible=1.5), "min_visible"),
+    (dict(semantic_weight=-1.0), "semantic_weight"),
     (dict(m2=0.0), "m2"),
     (dict(window=5, center=8), "does not fit"),
     (dict(sampling="grid"), "sampling"),
@@ -87,6 +90,12 @@ def test_candidates_prediction_paints_the_best_on_top():
     pred = candidates_prediction(masks, torch.tensor([1, 2]), torch.tensor([0.2, 0.9]))
     assert pred["scores"].tolist() == pytest.approx([0.9, 0.2]) and pred["classes"].tolist() == [2, 1]
     assert (pred["instances"][:3] == 1).all() and (pred["instances"][3] == 0).all()
+    # a candidate that a better one mostly covers leaves no fragment in the map (but stays among the masks)
+    masks[0, :4] = True  # rows 0-3; the better candidate covers rows 0-2: 1/4 of it is free
+    for min_visible, row_3 in [(0.0, 2), (0.25, 2), (0.3, 0)]:
+        pred = candidates_prediction(masks, torch.tensor([1, 2]), torch.tensor([0.2, 0.9]), min_visible)
+        assert (pred["instances"][:3] == 1).all() and (pred["instances"][3] == row_3).all()
+        assert pred["masks"].shape[0] == 2
 
 
 def test_match_candidates_iou_and_class():

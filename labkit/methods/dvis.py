@@ -40,7 +40,9 @@ score is ``class_weight * class confidence + (1 - class_weight) * predicted
 IoU``, and candidates scoring below ``verify_threshold`` are rejected.
 Candidates of the two bandwidths may overlap, so predictions carry every
 kept candidate under ``masks`` (as ``recurrent``'s pooled proposals), and
-the ``instances`` map shows, per pixel, the best-scoring candidate.
+the ``instances`` map shows, per pixel, the best-scoring candidate, leaving
+out those that better ones mostly cover (``min_visible``, ours: the paper
+evaluates the overlapping candidates by AP and has no such map).
 
 Verification head features: the method contract gives :meth:`decode` only
 the model's outputs, so the model has a second head, ``features``, a 1x1
@@ -126,6 +128,7 @@ class DVISParams:
     iou_weight: float = 1.0  # weight of the IoU head's Huber loss beside the cross-entropy
     class_weight: float = 0.5  # score = class_weight * confidence + (1 - class_weight) * predicted IoU
     verify_threshold: float = 0.2  # verified candidates scoring below are rejected
+    min_visible: float = 0.5  # instance map: a candidate needs this fraction of its area free of better ones
     width: int = 16
     depth: int = 4
     coords: bool = False
@@ -153,6 +156,8 @@ def check_params(p: DVISParams) -> None:
     if not 0 <= p.negative_iou <= p.positive_iou <= 1:
         raise LabkitError(
             f"dvis: need 0 <= negative_iou <= positive_iou <= 1, got {p.negative_iou}, {p.positive_iou}")
+    if not 0 <= p.min_visible <= 1:
+        raise LabkitError(f"dvis: min_visible must be in [0, 1], got {p.min_visible}")
     if not 0 <= p.class_weight <= 1:
         raise LabkitError(f"dvis: class_weight must be in [0, 1], got {p.class_weight}")
 
@@ -230,16 +235,17 @@ class DVIS(Method):
 
     # -- inference -------------------------------------------------------
     def decode_grid(self) -> dict[str, list[Any]]:
-        """Foreground threshold, smallest candidate and verification threshold."""
+        """Foreground threshold, smallest candidate, verification threshold and the instance map's ``min_visible``."""
         t = self.fg_threshold
         return {
             "fg_threshold": [round(0.5 * t, 3), t, round(1.5 * t, 3)],
             "min_area": [4, 8, 16],
             "verify_threshold": [0.05, 0.2, 0.4],
+            "min_visible": [0.0, 0.3, 0.5],
         }
 
     DECODE_KEYS = ("bandwidths", "fg_threshold", "min_area", "min_mean", "duplicate_iou", "max_candidates",
-                   "verifier", "verify", "verify_threshold", "class_weight")
+                   "verifier", "verify", "verify_threshold", "class_weight", "min_visible")
 
     def decode(self, outputs: Outputs, **params: Any) -> list[Prediction]:
         """One prediction per image; ``params`` override the decoding defaults.
@@ -249,7 +255,7 @@ class DVIS(Method):
         (a verification run folder or checkpoint, or a
         :class:`~labkit.models.verification.VerificationHead`), ``verify``
         (False: keep every candidate with score 1), ``verify_threshold``,
-        ``class_weight``.
+        ``class_weight``, ``min_visible`` (see :func:`candidates_prediction`).
         """
         unknown = sorted(set(params) - set(self.DECODE_KEYS))
         if unknown:
@@ -259,6 +265,7 @@ class DVIS(Method):
         head = self.verifier(params.get("verifier")) if params.get("verify", True) else None
         threshold = float(params.get("verify_threshold", p.verify_threshold))
         class_weight = float(params.get("class_weight", p.class_weight))
+        min_visible = float(params.get("min_visible", p.min_visible))
         f = label_map(outputs).detach()
         features = outputs.get("features")
         predictions = []
@@ -274,7 +281,7 @@ class DVIS(Method):
                                                class_weight=class_weight)
                 scores, classes = scores.cpu(), classes.cpu()
             keep = scores >= threshold if head is not None else torch.ones(len(cands), dtype=torch.bool)
-            predictions.append(candidates_prediction(cands.masks[keep], classes[keep], scores[keep]))
+            predictions.append(candidates_prediction(cands.masks[keep], classes[keep], scores[keep], min_visible))
         return predictions
 
     def discretize_options(self, params: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -341,10 +348,15 @@ def verify(head: nn.Module, features: Tensor, f: Tensor, cands: Any, *, class_we
     return verification_scores(out, class_weight)
 
 
-def candidates_prediction(masks: Tensor, classes: Tensor, scores: Tensor) -> Prediction:
+def candidates_prediction(masks: Tensor, classes: Tensor, scores: Tensor, min_visible: float = 0.0) -> Prediction:
     """A prediction from possibly overlapping candidate ``masks [N,H,W]``: ranked by score, all under ``masks``.
 
-    The ``instances`` map gives each pixel the best-scoring candidate covering it.
+    The ``instances`` map is painted best first, each candidate on the pixels
+    no better one has taken; a candidate of which less than ``min_visible`` of
+    its area is left free stays out of the map (Panoptic FPN's overlap rule,
+    Kirillov et al. 2019), so the remnants of a candidate that better ones
+    mostly cover are not left as fragments.  With 0 each pixel gets the
+    best-scoring candidate covering it.
     """
     height, width = masks.shape[-2:]
     if masks.shape[0] == 0:
@@ -354,8 +366,10 @@ def candidates_prediction(masks: Tensor, classes: Tensor, scores: Tensor) -> Pre
     n = masks.shape[0]
     ids = torch.arange(1, n + 1, dtype=torch.int64)
     instances = torch.zeros(height, width, dtype=torch.int64)
-    for k in range(n - 1, -1, -1):  # the best last, on top
-        instances[masks[k]] = k + 1
+    for k in range(n):
+        free = masks[k] & (instances == 0)
+        if free.sum() >= min_visible * masks[k].sum():
+            instances[free] = k + 1
     return {"instances": instances, "ids": ids, "classes": classes, "scores": scores, "masks": masks}
 
 
