@@ -48,6 +48,23 @@ def test_equal_values_far_apart_are_separate_pieces():
     assert len(c) == 2 and c.areas.tolist() == [36, 36]
 
 
+def test_piece_gap_also_joins_the_pieces_of_an_object_cut_by_another_on_top():
+    f = torch.zeros(30, 40)
+    f[13:17, 2:38] = 2.0  # a horizontal stick at 2 ...
+    f[2:28, 18:22] = 3.0  # ... under a vertical one at 3, which cuts it in two pieces of 64 pixels
+    f[27:29, 2:8] = 2.0  # another object at 2, 10 rows away from the stick
+    plain = discretize(f, (0.9,))
+    assert sorted(plain.areas.tolist()) == [12, 64, 64, 104]
+    joined = discretize(f, (0.9,), piece_gap=3)  # 3 bridges the 4-pixel cut, not the 10 rows
+    assert sorted(joined.areas.tolist()) == [12, 64, 64, 104, 128]  # the pieces, and the whole stick
+    whole = joined.masks[joined.areas == 128][0]
+    assert whole[13:17, 2:18].all() and whole[13:17, 22:38].all() and not whole[13:17, 18:22].any()
+    assert (joined.levels == 0).all() and len(joined.label_maps) == 1
+    assert len(discretize(f, (0.9,), piece_gap=1)) == 4  # too narrow to bridge the cut: nothing new
+    with pytest.raises(LabkitError, match="piece_gap"):
+        discretize(f, piece_gap=-1)
+
+
 def test_small_and_low_valued_candidates_are_dropped():
     f = torch.zeros(20, 40)
     f[2:12, 2:12] = 2.0

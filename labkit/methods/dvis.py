@@ -31,7 +31,7 @@ supplementary finds important).
 
 Decoding (Sec. 4): :func:`labkit.clustering.discretize.discretize` turns the
 label map into candidates (1-D mean shift at bandwidths 0.9 and 0.4,
-connected pieces, small and low-valued pieces dropped, the two bandwidths
+connected pieces (with ``piece_gap``, also pieces joined across narrow gaps), small and low-valued pieces dropped, the two bandwidths
 pooled without duplicates).  Without a verification head every candidate is
 kept with score 1 and class 1.  With one (``verifier``: the folder that
 :meth:`DVIS.post_train` trains, ``RUN_DIR/verification``), each candidate is
@@ -116,6 +116,7 @@ class DVISParams:
     min_mean: float | None = None  # lowest mean label value of a candidate; None = fg_threshold
     duplicate_iou: float = 0.9  # pooled candidates overlapping an earlier one this much are duplicates
     max_candidates: int | None = 40  # largest kept per image (authors: 40 on VOC)
+    piece_gap: int = 0  # > 0: a cluster's pieces within ~2x this many pixels also form one candidate (ours)
     verifier_epochs: int = 60  # second stage; 0 = no verification head
     verifier_lr: float = 1e-3
     roi_size: int = 14
@@ -244,14 +245,14 @@ class DVIS(Method):
             "min_visible": [0.0, 0.3, 0.5],
         }
 
-    DECODE_KEYS = ("bandwidths", "fg_threshold", "min_area", "min_mean", "duplicate_iou", "max_candidates",
+    DECODE_KEYS = ("bandwidths", "fg_threshold", "min_area", "min_mean", "duplicate_iou", "max_candidates", "piece_gap",
                    "verifier", "verify", "verify_threshold", "class_weight", "min_visible")
 
     def decode(self, outputs: Outputs, **params: Any) -> list[Prediction]:
         """One prediction per image; ``params`` override the decoding defaults.
 
         Accepted: ``bandwidths``, ``fg_threshold``, ``min_area``, ``min_mean``,
-        ``duplicate_iou``, ``max_candidates`` (discretisation), ``verifier``
+        ``duplicate_iou``, ``max_candidates``, ``piece_gap`` (discretisation), ``verifier``
         (a verification run folder or checkpoint, or a
         :class:`~labkit.models.verification.VerificationHead`), ``verify``
         (False: keep every candidate with score 1), ``verify_threshold``,
@@ -298,6 +299,7 @@ class DVIS(Method):
             "min_mean": params.get("min_mean", p.min_mean),
             "duplicate_iou": float(params.get("duplicate_iou", p.duplicate_iou)),
             "max_candidates": params.get("max_candidates", p.max_candidates),
+            "piece_gap": int(params.get("piece_gap", p.piece_gap)),
         }
 
     def candidates(self, f: Tensor, **opts: Any):
