@@ -17,10 +17,10 @@ and different instances at least ``m2 = 1`` apart).  Discretisation:
    reaches both, stay there (modes at 2.5 and 3.5 for plateaus at 2, 3, 4);
 3. every cluster is split into its spatially connected pieces (8-connected):
    two objects far apart may share a value, since the pairwise term only
-   compares pixels within its window;
-   With ``piece_gap = g > 0`` the pieces of a cluster that lie within
-   about ``2 g`` pixels of each other (joined once each is dilated by a disk of radius ``g``)
-   also give one candidate together, beside the separate pieces: an
+   compares pixels within its window.  With ``piece_gap = g > 0`` the
+   pieces of a cluster that lie within about ``2 g`` pixels of each other
+   (joined once each is dilated by a disk of radius ``g``) also give one
+   candidate together, beside the separate pieces: an
    object that another one crosses on top (a stick under a stick) is cut in
    two pieces of one value, which neither piece matches (ours, not in the
    paper, which has no step 3; the verification head picks between the two);
@@ -172,7 +172,7 @@ def discretize(
 
 
 def _bridged_pieces(clusters: np.ndarray, gap: int) -> np.ndarray:
-    """Piece map (0 = background) in which a cluster's pieces joined by dilating them by a disk of radius ``gap`` are one."""
+    """Piece map (0 = background): a cluster's pieces that dilation by a disk of radius ``gap`` joins are one."""
     yy, xx = np.mgrid[-gap:gap + 1, -gap:gap + 1]
     disk = yy**2 + xx**2 <= gap**2
     out = np.zeros(clusters.shape, dtype=np.int64)

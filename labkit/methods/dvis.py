@@ -31,8 +31,9 @@ supplementary finds important).
 
 Decoding (Sec. 4): :func:`labkit.clustering.discretize.discretize` turns the
 label map into candidates (1-D mean shift at bandwidths 0.9 and 0.4,
-connected pieces (with ``piece_gap``, also pieces joined across narrow gaps), small and low-valued pieces dropped, the two bandwidths
-pooled without duplicates).  Without a verification head every candidate is
+connected pieces (with ``piece_gap``, also pieces joined across narrow
+gaps), small and low-valued pieces dropped, the two bandwidths pooled
+without duplicates).  Without a verification head every candidate is
 kept with score 1 and class 1.  With one (``verifier``: the folder that
 :meth:`DVIS.post_train` trains, ``RUN_DIR/verification``), each candidate is
 classified and its IoU predicted (:mod:`labkit.models.verification`), its
@@ -245,8 +246,8 @@ class DVIS(Method):
             "min_visible": [0.0, 0.3, 0.5],
         }
 
-    DECODE_KEYS = ("bandwidths", "fg_threshold", "min_area", "min_mean", "duplicate_iou", "max_candidates", "piece_gap",
-                   "verifier", "verify", "verify_threshold", "class_weight", "min_visible")
+    DECODE_KEYS = ("bandwidths", "fg_threshold", "min_area", "min_mean", "duplicate_iou", "max_candidates",
+                   "piece_gap", "verifier", "verify", "verify_threshold", "class_weight", "min_visible")
 
     def decode(self, outputs: Outputs, **params: Any) -> list[Prediction]:
         """One prediction per image; ``params`` override the decoding defaults.
