@@ -196,5 +196,6 @@ def test_folder_defaults_apply_to_image_folders_only_and_set_wins(tmp_path, capl
                         **{**options, "steps_per_epoch": 1})
     assert read_checkpoint(tmp_path / "synthetic")["method"]["params"]["pair_weighting"] == "paper"
     dvis = methods.get("dvis", folder=True).defaults  # the authors' code's pairwise term on a folder
-    assert (dvis.different_weight, dvis.min_pair_loss) == (3.0, 1e-2)
-    assert (methods.get("dvis").defaults.different_weight, methods.get("dvis").defaults.min_pair_loss) == (1.0, 0.0)
+    assert (dvis.different_weight, dvis.min_pair_loss, dvis.epochs) == (3.0, 1e-2, 40)
+    paper = methods.get("dvis").defaults
+    assert (paper.different_weight, paper.min_pair_loss, paper.epochs) == (1.0, 0.0, 50)
