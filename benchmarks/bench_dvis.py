@@ -120,7 +120,9 @@ def speed(sizes: list[str], repeats: int) -> list[dict]:
 #: fast CPU profile: (method, family) -> epochs and method parameters
 QUALITY = {
     ("dvis", "shapes"): {"params": {}},
-    ("dvis", "sticks"): {"params": {}},
+    # sticks cross at one point: uniform pairs reach both ends of a stick (longer than the stratified window),
+    # and the pieces of a stick cut by one on top are joined (benchmarks/RESULTS.md, 2026-11-29 session 11)
+    ("dvis", "sticks"): {"params": {"sampling": "random", "num_pairs": 16384, "piece_gap": 6}},
     ("discriminative", "shapes"): {"params": {}},
     ("discriminative", "sticks"): {"params": {"separate_semantic": False}},
 }
