@@ -59,7 +59,8 @@ satisfied ones; averaged with them, their gradient is too weak, and the
 network gave a quarter to a third of the touching pairs one level (merged
 by the discretisation; ``benchmarks/diag_dvis_touching.py``, figures in
 benchmarks/RESULTS.md, own-images section).  Synthetic families keep the
-paper's, with which the shapes and sticks figures were measured.  A folder
+paper's, with which the shapes figures were measured (the sticks figures use
+uniform pairs and ``piece_gap``; ``benchmarks/bench_dvis.py`` says why).  A folder
 also keeps 40 epochs (of 20 steps): the 50 of the synthetic families were
 chosen on ``shapes``, and on the nuclei folder one run of 50 did not do
 better than the runs of 40 (RESULTS) while training a quarter longer.
