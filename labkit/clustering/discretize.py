@@ -177,10 +177,15 @@ def _bridged_pieces(clusters: np.ndarray, gap: int) -> np.ndarray:
     disk = yy**2 + xx**2 <= gap**2
     out = np.zeros(clusters.shape, dtype=np.int64)
     offset = 0
-    for cluster in np.unique(clusters[clusters >= 0]):
-        member = clusters == cluster
+    height, width = clusters.shape
+    for index, box in enumerate(ndimage.find_objects(clusters + 1)):  # each cluster within its box, widened by gap
+        if box is None:
+            continue
+        rows = slice(max(box[0].start - gap, 0), min(box[0].stop + gap, height))
+        cols = slice(max(box[1].start - gap, 0), min(box[1].stop + gap, width))
+        member = clusters[rows, cols] == index
         joined, n = ndimage.label(ndimage.binary_dilation(member, structure=disk), structure=np.ones((3, 3)))
-        out[member] = joined[member] + offset
+        out[rows, cols][member] = joined[member] + offset
         offset += n
     return out
 
