@@ -54,9 +54,7 @@ def test_loss_terms_and_ignore_pixels():
 
 @pytest.mark.parametrize("overrides, needle", [
     (dict(m1=-2.0), "m1"),
-    (dict(semantic_pretrain=1.0), "semantic_pretrain"),
     (dict(min_visible=1.5), "min_visible"),
-    (dict(semantic_weight=-1.0), "semantic_weight"),
     (dict(m2=0.0), "m2"),
     (dict(window=5, center=8), "does not fit"),
     (dict(sampling="grid"), "sampling"),
