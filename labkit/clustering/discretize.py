@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 from skimage.measure import label as connected_label
+from skimage.morphology import disk
 from torch import Tensor
 
 from labkit.clustering.meanshift1d import mean_shift_1d
@@ -120,13 +121,13 @@ def discretize(
     kept_maps: list[np.ndarray] = []  # per piece map: restricted to the candidates kept
     counts: list[np.ndarray] = []
     picked: list[tuple[int, int, int, int, float]] = []  # (piece map, level, piece id, area, mean value)
-    labellings = []
+    labellings = []  # (level, piece map, shown in label_maps): each bandwidth's pieces, then its joined ones
     for level, (_, clusters) in enumerate(levels_out):
         pieces = connected_label(clusters + 1, background=0, connectivity=2).astype(np.int64)
-        labellings.append((level, pieces))
+        labellings.append((level, pieces, True))
         if int(piece_gap) > 0:
-            labellings.append((level, _bridged_pieces(clusters, int(piece_gap))))
-    for index, (level, pieces) in enumerate(labellings):
+            labellings.append((level, _bridged_pieces(clusters, int(piece_gap)), False))
+    for index, (level, pieces, shown) in enumerate(labellings):
         n = int(pieces.max())
         flat = pieces.ravel()
         area = np.bincount(flat, minlength=n + 1)
@@ -142,7 +143,7 @@ def discretize(
             inter = joint[:, 1:]
             union = area[:, None] + prev_area[None, 1:m + 1] - inter
             keep &= ~(inter >= duplicate_iou * union).any(axis=1)
-        if index == 0 or labellings[index - 1][0] != level:  # a bandwidth's own pieces, for display
+        if shown:  # a bandwidth's own pieces, for display
             maps.append(np.where(good[pieces], pieces, 0))
         kept_maps.append(np.where(keep[pieces], pieces, 0))
         counts.append(area)
@@ -173,8 +174,7 @@ def discretize(
 
 def _bridged_pieces(clusters: np.ndarray, gap: int) -> np.ndarray:
     """Piece map (0 = background): a cluster's pieces that dilation by a disk of radius ``gap`` joins are one."""
-    yy, xx = np.mgrid[-gap:gap + 1, -gap:gap + 1]
-    disk = yy**2 + xx**2 <= gap**2
+    structure = disk(gap).astype(bool)
     out = np.zeros(clusters.shape, dtype=np.int64)
     offset = 0
     height, width = clusters.shape
@@ -184,7 +184,7 @@ def _bridged_pieces(clusters: np.ndarray, gap: int) -> np.ndarray:
         rows = slice(max(box[0].start - gap, 0), min(box[0].stop + gap, height))
         cols = slice(max(box[1].start - gap, 0), min(box[1].stop + gap, width))
         member = clusters[rows, cols] == index
-        joined, n = ndimage.label(ndimage.binary_dilation(member, structure=disk), structure=np.ones((3, 3)))
+        joined, n = ndimage.label(ndimage.binary_dilation(member, structure=structure), structure=np.ones((3, 3)))
         out[rows, cols][member] = joined[member] + offset
         offset += n
     return out
