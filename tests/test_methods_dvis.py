@@ -94,6 +94,9 @@ def test_candidates_prediction_paints_the_best_on_top():
         pred = candidates_prediction(masks, torch.tensor([1, 2]), torch.tensor([0.2, 0.9]), min_visible)
         assert (pred["instances"][:3] == 1).all() and (pred["instances"][3] == row_3).all()
         assert pred["masks"].shape[0] == 2
+    for bad in (-0.1, 1.5, float("nan")):  # as a decode parameter too (--set min_visible=...)
+        with pytest.raises(LabkitError, match="min_visible"):
+            candidates_prediction(masks, torch.tensor([1, 2]), torch.tensor([0.2, 0.9]), bad)
 
 
 def test_match_candidates_iou_and_class():

@@ -365,6 +365,8 @@ def candidates_prediction(masks: Tensor, classes: Tensor, scores: Tensor, min_vi
     mostly cover are not left as fragments.  With 0 each pixel gets the
     best-scoring candidate covering it.
     """
+    if not 0 <= min_visible <= 1:
+        raise LabkitError(f"dvis: min_visible must be in [0, 1], got {min_visible}")
     height, width = masks.shape[-2:]
     if masks.shape[0] == 0:
         return empty_prediction(height, width)
