@@ -161,9 +161,11 @@ def train_run(
     m = methods.get(method, folder=not synthetic, **(method_params or {}))
     if not m.trainable:
         raise LabkitError(f"method {method!r} needs no training; use `labkit evaluate --method {method}`")
-    if not synthetic and m.folder_params:
+    overridden = set(method_params or {}) | ({"epochs"} if epochs else set()) | ({"lr"} if lr else set())
+    folder_defaults = [k for k in m.folder_params if k not in overridden]
+    if not synthetic and folder_defaults:
         log.info("%s on an image folder: defaults %s (--set overrides them)", m.key,
-                 ", ".join(f"{k}={getattr(m.defaults, k)}" for k in m.folder_params))
+                 ", ".join(f"{k}={getattr(m.defaults, k)}" for k in folder_defaults))
     if crop < 8:
         raise LabkitError(f"crop must be at least 8 pixels, got {crop}")
     torch.manual_seed(seed)

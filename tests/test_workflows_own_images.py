@@ -191,7 +191,8 @@ def test_folder_defaults_apply_to_image_folders_only_and_set_wins(tmp_path, capl
     params = state["method"]["params"]
     assert params["pair_weighting"] == "balanced" and params["include_background"] is True  # --set wins
     assert state["training"]["lr"] == 2e-3
-    assert "recurrent on an image folder: defaults" in caplog.text
+    line = next(r.getMessage() for r in caplog.records if "on an image folder: defaults" in r.getMessage())
+    assert "pair_weighting=balanced" in line and "include_background" not in line  # the log names only what applies
     workflows.train_run("recurrent", "synthetic:digits", tmp_path / "synthetic", method_params=tiny,
                         **{**options, "steps_per_epoch": 1})
     assert read_checkpoint(tmp_path / "synthetic")["method"]["params"]["pair_weighting"] == "paper"
