@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from labkit.metrics import voc_ap_r
+from labkit.metrics import precision_recall_curve, voc_ap_r
 
 A, B = (0, 10, 0, 10), (0, 10, 20, 30)  # 100-pixel squares
 
@@ -57,6 +57,16 @@ def test_duplicate_and_per_threshold_hits():
     dup = {"instances": np.zeros_like(truth), "ids": np.array([1, 2, 3]), "classes": np.ones(3, np.int64),
            "scores": np.array([0.9, 0.8, 0.7]), "masks": masks}
     assert voc_ap_r([dup], [entry(truth)])["ap_r@0.5"] == pytest.approx(0.5 + 0.5 * 2 / 3)
+
+
+def test_precision_recall_curve_class_agnostic_over_images():
+    # image 1: hit 0.9, false positive 0.95; image 2: hit 0.5 of class 2 (classes ignored); 3 ground truths
+    one = entry(boxes(A, (20, 30, 0, 10)), [0.9, 0.95])
+    two = entry(boxes(B), [0.5], classes=[2])
+    precision, recall = precision_recall_curve([one, two], [entry(boxes(A, B)), entry(boxes(B))])
+    assert precision == pytest.approx([0, 1 / 2, 2 / 3]) and recall == pytest.approx([0, 1 / 3, 2 / 3])
+    empty = precision_recall_curve([entry(boxes())], [entry(boxes())])
+    assert len(empty[0]) == len(empty[1]) == 0
 
 
 def test_per_class_then_mean_over_classes():

@@ -13,7 +13,7 @@ from labkit.metrics.coco import coco_mask_ap
 from labkit.metrics.panoptic import panoptic_quality
 from labkit.metrics.recall import average_recall
 from labkit.metrics.semantic import mean_iou
-from labkit.metrics.voc import voc_ap_r
+from labkit.metrics.voc import precision_recall_curve, voc_ap_r
 
 __all__ = [
     "adjusted_rand_index",
@@ -22,5 +22,6 @@ __all__ = [
     "matching_accuracy",
     "mean_iou",
     "panoptic_quality",
+    "precision_recall_curve",
     "voc_ap_r",
 ]

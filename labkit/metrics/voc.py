@@ -39,6 +39,24 @@ def voc_ap_r(
     every value is 0.0.
     """
     thresholds = np.asarray(thresholds, dtype=np.float64)
+    by_class = {c: [all_point_ap(row, n) for row in tp]
+                for c, (tp, n) in ranked_hits(predictions, ground_truths, thresholds, class_agnostic).items()}
+    values = np.array(list(by_class.values())).reshape(len(by_class), len(thresholds))
+    out: dict[str, Any] = _keyed(values.mean(0) if len(by_class) else np.zeros(len(thresholds)), thresholds)
+    if per_class:
+        out["per_class"] = {c: _keyed(np.array(v), thresholds) for c, v in by_class.items()}
+    return out
+
+
+def ranked_hits(
+    predictions: Sequence[Mapping[str, Any]],
+    ground_truths: Sequence[Mapping[str, Any]],
+    thresholds: Sequence[float] | np.ndarray = THRESHOLDS,
+    class_agnostic: bool = False,
+) -> dict[int, tuple[np.ndarray, int]]:
+    """For each class with ground truth: the hit flags ``[T, D]`` of its detections, all images ranked by
+    descending score together, and its number of ground truths."""
+    thresholds = np.asarray(thresholds, dtype=np.float64)
     flags: dict[int, list[np.ndarray]] = defaultdict(list)  # class -> [T, D] true-positive flags
     scores: dict[int, list[np.ndarray]] = defaultdict(list)
     n_gt: dict[int, int] = defaultdict(int)
@@ -53,19 +71,26 @@ def voc_ap_r(
             rows = rows[ranked(pred.scores[rows])]
             flags[c].append(greedy_matches(iou[np.ix_(rows, gt_classes == c)], thresholds))
             scores[c].append(pred.scores[rows])
-    by_class = {}
+    out = {}
     for c in sorted(n_gt):
         if c in flags:
-            all_scores = np.concatenate(scores[c])
-            tp = np.concatenate(flags[c], axis=1)[:, ranked(all_scores)]
+            out[c] = (np.concatenate(flags[c], axis=1)[:, ranked(np.concatenate(scores[c]))], n_gt[c])
         else:
-            tp = np.zeros((len(thresholds), 0), dtype=bool)
-        by_class[c] = [all_point_ap(row, n_gt[c]) for row in tp]
-    values = np.array(list(by_class.values())).reshape(len(by_class), len(thresholds))
-    out: dict[str, Any] = _keyed(values.mean(0) if len(by_class) else np.zeros(len(thresholds)), thresholds)
-    if per_class:
-        out["per_class"] = {c: _keyed(np.array(v), thresholds) for c, v in by_class.items()}
+            out[c] = (np.zeros((len(thresholds), 0), dtype=bool), n_gt[c])
     return out
+
+
+def precision_recall_curve(
+    predictions: Sequence[Mapping[str, Any]], ground_truths: Sequence[Mapping[str, Any]], iou: float = 0.5
+) -> tuple[np.ndarray, np.ndarray]:
+    """Class-agnostic ``(precision, recall)`` after each detection, all images ranked by descending score
+    together, with :func:`voc_ap_r`'s matching at ``iou`` (the curve whose area is its class-agnostic AP^r)."""
+    hits = ranked_hits(predictions, ground_truths, (iou,), class_agnostic=True)
+    if not hits:
+        return np.zeros(0), np.zeros(0)
+    tp, n_gt = hits[1]
+    found = np.cumsum(tp[0])
+    return found / np.arange(1, len(found) + 1), found / n_gt
 
 
 def greedy_matches(iou: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
