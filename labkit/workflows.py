@@ -21,7 +21,9 @@ Training on an instance folder (a user's few images):
   scored (matching accuracy at IoU 0.5, or AP50 with several classes) and
   ``RUN_DIR/best.pt`` keeps the best epoch beside ``model.pt``;
 - a method's ``folder_params`` replace some of its paper defaults (``recurrent``:
-  the balanced Eq. 2 without a background group and lr 2e-3; see its docstring);
+  the balanced Eq. 2 without a background group and lr 2e-3; ``dvis``: the
+  authors' code's pairwise term, 40 epochs; ``hle``: Eq. 13's instance pixels
+  weighted 10; see their docstrings);
 - ``RUN_DIR/run.json`` records the crop, so ``tune``, ``evaluate`` and
   ``predict`` predict images larger than it by sliding window
   (:mod:`labkit.evaluation`) with the tiles the network was trained on.

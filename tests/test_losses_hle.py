@@ -51,6 +51,21 @@ def test_hand_computed_one_instance() -> None:
     assert terms["loss"].item() == pytest.approx(sum(terms[k].item() for k in TERMS), abs=1e-6)
 
 
+def test_seed_weight_scales_eq_13_on_instance_pixels_only() -> None:
+    # 1x2 image: pixel 0 is instance 1 alone (phi = 1 at its own centre), pixel 1 background; seeds 0.3
+    e = torch.tensor([1.0, 0.0, 0.0]).reshape(1, 3, 1, 1).expand(1, 3, 1, 2).clone()
+    sigma = torch.tensor([0.5, 1.0]).reshape(1, 2, 1, 1).expand(1, 2, 1, 2).clone()
+    seed = torch.full((1, 1, 1, 2), 0.3)
+    logits = torch.zeros(1, 2, 1, 2)
+    means = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    inst = torch.tensor([[[1, 0]]])
+    for weight in (1.0, 10.0):
+        terms = hle_loss(e, sigma, seed, logits, means, inst, inst.clone(), seed_weight=weight)
+        assert terms["seed"].item() == pytest.approx((weight * 0.7**2 + 0.3**2) / 2, abs=1e-6)
+    with pytest.raises(LabkitError, match="seed_weight"):
+        hle_loss(e, sigma, seed, logits, means, inst, inst.clone(), seed_weight=-1.0)
+
+
 def test_kernel_is_eq_7_times_eq_8() -> None:
     e = F.normalize(torch.tensor([[1.0, 1.0], [0.0, 1.0]]), dim=0)  # two pixels, D = 2
     coords = torch.tensor([[0.0, 3.0], [0.0, 4.0]])

@@ -70,7 +70,7 @@ def test_heads_outputs_and_class_means_in_the_model_state() -> None:
 
 def test_bad_method_parameters_raise() -> None:
     for bad in (dict(space="flat"), dict(init="zeros"), dict(instance_loss="dice"), dict(embedding_dim=1),
-                dict(sigma_init=0.0), dict(semantic_warmup=1.0), dict(semantic_warmup=-0.1)):
+                dict(sigma_init=0.0), dict(semantic_warmup=1.0), dict(semantic_warmup=-0.1), dict(seed_weight=-1.0)):
         with pytest.raises(LabkitError):
             methods.get("hle", **bad)
 

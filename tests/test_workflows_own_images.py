@@ -200,3 +200,5 @@ def test_folder_defaults_apply_to_image_folders_only_and_set_wins(tmp_path, capl
     assert (dvis.different_weight, dvis.min_pair_loss, dvis.epochs) == (3.0, 1e-2, 40)
     paper = methods.get("dvis").defaults
     assert (paper.different_weight, paper.min_pair_loss, paper.epochs) == (1.0, 0.0, 50)
+    assert methods.get("hle", folder=True).defaults.seed_weight == 10.0  # SpatialEmbeddings' seed weight
+    assert methods.get("hle").defaults.seed_weight == 1.0

@@ -117,6 +117,7 @@ def hle_loss(
     semantic_loss: Literal["lovasz", "cross_entropy"] = "lovasz",
     lovasz_classes: Literal["all", "present"] = "all",
     class_mean_weight: float = 1.0,
+    seed_weight: float = 1.0,
     instance_terms: bool = True,
     ignore_index: int = IGNORE_INDEX,
 ) -> dict[str, Tensor]:
@@ -137,6 +138,8 @@ def hle_loss(
         instance_loss, semantic_loss: ``"lovasz"`` (the paper) or ``"cross_entropy"``.
         lovasz_classes: classes averaged in Eq. 6 (see :func:`lovasz_softmax`).
         class_mean_weight: weight of Eq. 15 (1; 0 drops it).
+        seed_weight: weight of Eq. 13's instance pixels (the paper: 1; other pixels
+            keep 1), SpatialEmbeddings' ``foreground_weight`` (its code: 10).
         instance_terms: ``False`` leaves out Eq. 11, 13 and 14 (they are 0 and
             not computed): the semantic part alone, as ``hle``'s semantic warm-up trains.
     """
@@ -144,8 +147,11 @@ def hle_loss(
     for name, choice in (("instance_loss", instance_loss), ("semantic_loss", semantic_loss)):
         if choice not in CHOICES:
             raise LabkitError(f"hle loss: {name} must be one of {CHOICES}, got {choice!r}")
-    if not gamma >= 0 or not spatial_scale > 0 or not class_mean_weight >= 0:
-        raise LabkitError(f"hle loss: need gamma >= 0, spatial_scale > 0, class_mean_weight >= 0; got {gamma}, {spatial_scale}, {class_mean_weight}")
+    if not gamma >= 0 or not spatial_scale > 0 or not class_mean_weight >= 0 or not seed_weight >= 0:
+        raise LabkitError(
+            "hle loss: need gamma >= 0, spatial_scale > 0, class_mean_weight >= 0, seed_weight >= 0; "
+            f"got {gamma}, {spatial_scale}, {class_mean_weight}, {seed_weight}"
+        )
     sem_emb = embedding if semantic_embedding is None else semantic_embedding
     num_classes = semantic_logits.shape[1]
     if class_means.ndim != 2 or class_means.shape != (num_classes, sem_emb.shape[1]):
@@ -186,7 +192,8 @@ def hle_loss(
             var_sum = var_sum + (((sig[1, member] - s_sp.detach()) / spatial_scale) ** 2).sum()
             var_count += int(member.sum())
         s = seed[i, 0].reshape(-1)[valid]
-        seed_sum = seed_sum + ((s - target) ** 2).sum()
+        weight = torch.where(ids > 0, seed_weight, 1.0).to(s.dtype)
+        seed_sum = seed_sum + (weight * (s - target) ** 2).sum()
         seed_count += len(s)
     ins = torch.stack(ins_terms).mean() if ins_terms else zero
     ins_var = gamma * var_sum / max(var_count, 1)

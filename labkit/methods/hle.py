@@ -31,6 +31,18 @@ the shared network and the thing classes never form, while classes learnt
 first survive the joint training (benchmarks/RESULTS.md, "what keeps the
 classes from forming").  Validation always reports the whole loss.
 
+Seed weight (``seed_weight``, the paper: 1): Eq. 13's instance pixels
+count ``seed_weight`` times, as the foreground weight of the seed loss in
+SpatialEmbeddings' code (Neven et al. 2019, whose seed map the paper takes
+over; their code uses 10).  With weight 1 the seed map learnt from a few
+crops of touching nuclei stays flat over each nucleus (Eq. 13's target
+peaks at its centre only by a spatial Gaussian, a small share of a loss
+that the background and the Lovász terms dominate), so the 3x3 max-pool
+keeps several seeds per nucleus that do not merge, and nuclei come out cut
+in two.  Training on an image folder (``folder_params``, as ``labkit train
+--data DIR`` does) sets 10; synthetic families keep the paper's 1, with
+which the panoptic figures were measured (benchmarks/RESULTS.md).
+
 Panoptic decoding (Sec. 3.5, :func:`panoptic_decode`): each pixel's class is
 the argmax of ``psi``; seeds are the thing pixels whose seed score survives
 3x3 max-pool suppression and exceeds ``seed_threshold``; taken by decreasing
@@ -90,6 +102,7 @@ class HLEParams:
     lovasz_classes: str = "all"  # Eq. 6 averages over all classes; "present" = Berman's default
     gamma: float = 10.0  # Eq. 14
     class_mean_weight: float = 1.0  # Eq. 15 (VQ-VAE style); 0 = off
+    seed_weight: float = 1.0  # Eq. 13 on instance pixels (the paper: 1; SpatialEmbeddings' code: 10)
     semantic_warmup: float = 0.0  # fraction of the epochs that train Eq. 12 and 15 alone (ours; 0 = the paper)
     sigma_init: float = 0.5  # instance spread at raw output 0 (cosine-distance units)
     spatial_sigma: float = 16.0  # spatial spread at raw output 0, pixels; also Eq. 14's unit
@@ -116,6 +129,7 @@ class HLE(Method):
     panoptic = True
     task = "instance"
     Params = HLEParams
+    folder_params = {"seed_weight": 10.0}
 
     def __init__(self, **overrides: Any) -> None:
         super().__init__(**overrides)
@@ -134,6 +148,8 @@ class HLE(Method):
                 raise LabkitError(f"method 'hle': {name} must be > 0, got {getattr(p, name)}")
         if p.things is not None:
             p.things = tuple(int(c) for c in p.things)
+        if not p.seed_weight >= 0:
+            raise LabkitError(f"method 'hle': seed_weight must be >= 0, got {p.seed_weight}")
         if not 0 <= p.semantic_warmup < 1:
             raise LabkitError(f"method 'hle': semantic_warmup must be in [0, 1), got {p.semantic_warmup}")
         self.semantic_only = False  # set per epoch by begin_epoch during the warm-up
@@ -195,7 +211,8 @@ class HLE(Method):
             instances, semantic,
             semantic_embedding=outputs.get("semantic_embedding"), gamma=p.gamma, spatial_scale=p.spatial_sigma,
             instance_loss=p.instance_loss, semantic_loss=p.semantic_loss, lovasz_classes=p.lovasz_classes,
-            class_mean_weight=p.class_mean_weight, instance_terms=not (training and self.semantic_only),
+            class_mean_weight=p.class_mean_weight, seed_weight=p.seed_weight,
+            instance_terms=not (training and self.semantic_only),
             ignore_index=IGNORE_INDEX,
         )
 
