@@ -112,3 +112,37 @@ def test_separate_heads_have_their_own_backbone():
     torch.testing.assert_close(rebuilt(image)["seed"], model(image)["seed"])
     with pytest.raises(LabkitError, match="separate heads"):
         tiny(separate=("nope",))
+
+
+def test_encoder_only_unet_upsamples_its_deepest_features():
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    model = build_model(2, {"cam": 3}, width=4, depth=2, decoder=False)
+    net = model.backbone
+    assert net.out_channels == 16 and not hasattr(net, "up")
+    image = torch.rand(2, 2, 13, 10)  # not a multiple of 4: padded, then cropped back
+    cam = model(image)["cam"]
+    assert cam.shape == (2, 3, 13, 10)
+    x = net.stem(F.pad(image, (0, 2, 0, 3), mode="replicate"))
+    for down in net.down:
+        x = down(F.max_pool2d(x, 2))
+    assert x.shape[-2:] == (4, 3)  # stride 4
+    expected = model.heads["cam"](F.interpolate(x, size=(16, 12), mode="bilinear", align_corners=False))
+    torch.testing.assert_close(cam, expected[..., :13, :10])
+    assert build_model(**model.config).backbone.decoder is False
+
+
+def test_separate_kw_gives_one_head_a_backbone_of_another_shape():
+    torch.manual_seed(0)
+    model = build_model(3, {"cam": 2, "boundary": 1}, width=4, depth=2, separate=("cam",),
+                        separate_kw={"cam": {"width": 8, "depth": 3, "decoder": False}})
+    assert model.own_backbones["cam"].out_channels == 64 and model.backbone.out_channels == 4
+    image = torch.rand(1, 3, 16, 16)
+    rebuilt = build_model(**model.config)
+    rebuilt.load_state_dict(model.state_dict())
+    torch.testing.assert_close(rebuilt(image)["cam"], model(image)["cam"])
+    with pytest.raises(LabkitError, match="separate_kw"):
+        build_model(3, {"cam": 2}, separate_kw={"cam": {"width": 8}})
+    with pytest.raises(LabkitError, match="widht"):
+        build_model(3, {"cam": 2}, separate=("cam",), separate_kw={"cam": {"widht": 8}})

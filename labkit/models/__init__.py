@@ -8,8 +8,9 @@ resolution and ``model.config`` rebuilds the model:
 
 Backbones and their keyword arguments:
 
-- ``"unet"``: ``width=16, depth=3, coords=False, coord_scale=64`` (:class:`~labkit.models.unet.UNet`,
-  GroupNorm, CPU-sized; ``coords`` appends pixel-coordinate input channels).
+- ``"unet"``: ``width=16, depth=3, coords=False, coord_scale=64, decoder=True`` (:class:`~labkit.models.unet.UNet`,
+  GroupNorm, CPU-sized; ``coords`` appends pixel-coordinate input channels; ``decoder=False``: the encoder
+  alone, its deepest features upsampled).
 - ``"resnet50"``, ``"resnet101"``: ``weights=None, decoder_channels=128``
   (:class:`~labkit.models.resnet.ResNetBackbone`, output stride 8, GPU-sized).
 """
@@ -45,13 +46,16 @@ def build_model(
     backbone: str = "unet",
     separate: tuple[str, ...] | list[str] = (),
     readout: dict[str, Any] | None = None,
+    separate_kw: dict[str, dict[str, Any]] | None = None,
     **kw: Any,
 ) -> DenseModel:
     """A backbone with one 1x1-conv head per entry of ``heads`` (name -> channels).
 
     Heads in ``normalized`` output unit vectors (L2 over channels). Heads in
     ``separate`` get a backbone of their own (same kind and arguments), so
-    their training does not compete with the other heads for features. ``kw``
+    their training does not compete with the other heads for features;
+    ``separate_kw[head]`` replaces some of ``kw`` for that head's backbone
+    (IRNet: an encoder-only CAM network beside a UNet). ``kw``
     goes to the backbone (see the module docstring). ``readout`` (a config of
     :func:`labkit.models.class_means.build_readout`) adds outputs computed from
     the heads' outputs by a module with parameters of its own (HLE's class
@@ -69,21 +73,26 @@ def build_model(
         raise LabkitError(f"separate heads {missing} are not among the heads {sorted(heads)}")
     if int(in_channels) < 1:
         raise LabkitError(f"in_channels must be >= 1, got {in_channels}")
+    separate_kw = {name: dict(options) for name, options in (separate_kw or {}).items()}
+    stray = sorted(set(separate_kw) - set(separate))
+    if stray:
+        raise LabkitError(f"separate_kw names heads {stray} that have no backbone of their own (separate)")
     factory = BACKBONES[backbone]
     known = set(inspect.signature(factory).parameters) - {"in_channels", "arch"}
-    unknown = sorted(set(kw) - known)
+    unknown = sorted(set(kw).union(*separate_kw.values()) - known)
     if unknown:
         raise LabkitError(
             f"unknown argument(s) {unknown} for backbone {backbone!r}; known: {sorted(known)}"
         )
     net = factory(int(in_channels), **kw)
-    own = {name: factory(int(in_channels), **kw) for name in separate}
+    own = {name: factory(int(in_channels), **{**kw, **separate_kw.get(name, {})}) for name in separate}
     config = {
         "in_channels": int(in_channels),
         "heads": {name: int(c) for name, c in heads.items()},
         "normalized": tuple(normalized),
         "backbone": backbone,
         **({"separate": tuple(separate)} if separate else {}),
+        **({"separate_kw": separate_kw} if separate_kw else {}),
         **net.config,
     }
     post = None

@@ -43,10 +43,16 @@ class UNet(nn.Module):
     of ``2**depth`` are padded (replicating the border) and the output is
     cropped back, so any ``H, W >= 1`` works. ``coords`` appends the
     coordinate channels of :func:`coordinate_channels` to the input.
+
+    ``decoder=False`` keeps the encoder alone, a classification network: its
+    deepest features (stride ``2**depth``, ``width * 2**depth`` channels)
+    bilinearly upsampled to the input size, as CAMs are read from a
+    classifier's last stride-16 features and upsampled (IRNet's stage 1).
     """
 
     def __init__(
-        self, in_channels: int, width: int = 16, depth: int = 3, coords: bool = False, coord_scale: float = 64.0
+        self, in_channels: int, width: int = 16, depth: int = 3, coords: bool = False, coord_scale: float = 64.0,
+        decoder: bool = True,
     ) -> None:
         super().__init__()
         if width < 1 or depth < 1:
@@ -57,15 +63,19 @@ class UNet(nn.Module):
         self.coords, self.coord_scale = bool(coords), float(coord_scale)
         self.stem = ConvBlock(in_channels + 2 * self.coords, channels[0])
         self.down = nn.ModuleList(ConvBlock(channels[i], channels[i + 1]) for i in range(depth))
-        self.up = nn.ModuleList(
-            nn.ConvTranspose2d(channels[i + 1], channels[i], 2, stride=2) for i in reversed(range(depth))
-        )
-        self.fuse = nn.ModuleList(ConvBlock(2 * channels[i], channels[i]) for i in reversed(range(depth)))
+        self.decoder = bool(decoder)
+        if self.decoder:
+            self.up = nn.ModuleList(
+                nn.ConvTranspose2d(channels[i + 1], channels[i], 2, stride=2) for i in reversed(range(depth))
+            )
+            self.fuse = nn.ModuleList(ConvBlock(2 * channels[i], channels[i]) for i in reversed(range(depth)))
         self.depth = depth
-        self.out_channels = width
+        self.out_channels = width if self.decoder else channels[-1]
         self.config = {"width": width, "depth": depth}
         if self.coords:
             self.config |= {"coords": True, "coord_scale": self.coord_scale}
+        if not self.decoder:
+            self.config["decoder"] = False
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         height, width = image.shape[-2:]
@@ -79,6 +89,9 @@ class UNet(nn.Module):
         for down in self.down:
             skips.append(x)
             x = down(F.max_pool2d(x, 2))
+        if not self.decoder:
+            x = F.interpolate(x, size=skips[0].shape[-2:], mode="bilinear", align_corners=False)
+            return x[..., :height, :width]
         for up, fuse, skip in zip(self.up, self.fuse, reversed(skips)):
             x = fuse(torch.cat([up(x), skip], dim=1))
         return x[..., :height, :width]
