@@ -40,8 +40,14 @@ Differences from the paper and the authors' code, chosen here:
   (the paper: stride 4 for IRNet, 16 for CAMs); the synthesis pools them to
   the paper's stride 4 for the walk at 512 x 1024 (``walk_stride``, see
   :mod:`labkit.methods.irnet_synthesis`), 2 at 256 x 256, and keeps stride 1
-  for the 64 x 64 scenes.  The CAM network has a UNet of
-  its own (``separate`` head); the displacement and boundary heads share a
+  for the 64 x 64 scenes.  The CAM network is a classification network
+  of its own (``separate`` head): a UNet's encoder alone (``cam_width``,
+  ``cam_depth``: 32 channels doubling over 3 poolings, stride 8), its last
+  features upsampled, as the paper reads CAMs from ResNet-50's stride-16
+  features.  A full-resolution UNet with its decoder (labkit's first
+  choice) stayed at the label prior on ``shapes`` through 6,000 steps where
+  this encoder left it after about 4,000 (benchmarks/RESULTS.md).  The
+  displacement and boundary heads share a
   second UNet trained from scratch in stage 3, whose decoder merges all its
   levels (the paper's branches read the five levels of the frozen CAM
   backbone).  Stage 3 leaves the CAM network untouched (it gets no gradient).
@@ -109,8 +115,10 @@ class IRNetParams:
     walk_stride: int | None = None  # stride of the walk's maps (paper: 4); None: by image size (irnet_synthesis)
     cam_scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)
     cam_flip: bool = True
-    width: int = 16  # UNet width
+    width: int = 16  # UNet width (stage 3: displacement and boundary)
     depth: int = 4  # UNet downsamplings
+    cam_width: int = 32  # stage 1: channels of the CAM encoder's first level
+    cam_depth: int = 3  # stage 1: poolings of the CAM encoder (stride 2**cam_depth)
     epochs: int = 20  # stage 1 (CAM network)
     lr: float = 1e-3
     irn_epochs: int = 20  # stage 3 (displacement + boundary)
@@ -155,15 +163,19 @@ class IRNet(Method):
         return {"cam": int(num_classes) - 1, "displacement": 2, "boundary": 1}
 
     def build_model(self, in_channels: int, num_classes: int, backbone: str = "unet", **backbone_kwargs: Any):
-        """The CAM head on a backbone of its own; displacement and boundary share the other."""
+        """The CAM head on an encoder of its own (UNet backbone: ``cam_width``, ``cam_depth``);
+        displacement and boundary share the other."""
         from labkit.models import build_model
 
         kwargs = dict(backbone_kwargs)
+        separate_kw = None
         if backbone == "unet":
             kwargs.setdefault("width", self.defaults.width)
             kwargs.setdefault("depth", self.defaults.depth)
+            p = self.defaults
+            separate_kw = {"cam": {"width": p.cam_width, "depth": p.cam_depth, "decoder": False}}
         return build_model(in_channels=in_channels, heads=self.heads(num_classes), backbone=backbone,
-                           separate=("cam",), **kwargs)
+                           separate=("cam",), separate_kw=separate_kw, **kwargs)
 
     # -- losses ------------------------------------------------------------
     def loss(self, outputs: Outputs, batch: Batch) -> dict[str, torch.Tensor]:
