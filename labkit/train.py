@@ -319,6 +319,12 @@ def _restore(
     return state["history"]
 
 
+def _forward(method: Method, model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The model's outputs for ``batch``: only the heads the method's loss reads, where it names them."""
+    heads = method.loss_heads(batch)
+    return model(batch["image"]) if heads is None else model(batch["image"], heads=heads)
+
+
 def _train_epoch(
     method: Method, model: nn.Module, bar: tqdm, optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
@@ -332,7 +338,7 @@ def _train_epoch(
     for step, batch in enumerate(bar, 1):
         batch = _to_device(batch, device)
         with torch.autocast(device.type, enabled=use_amp):
-            outputs = model(batch["image"])
+            outputs = _forward(method, model, batch)
         terms = method.loss(outputs, batch)
         values = _finite_values(terms, method, epoch, step)
         optimizer.zero_grad(set_to_none=True)
@@ -363,7 +369,7 @@ def _mean_terms(
     for step, batch in enumerate(loader, 1):
         batch = _to_device(batch, device)
         with torch.autocast(device.type, enabled=use_amp):
-            outputs = model(batch["image"])
+            outputs = _forward(method, model, batch)
         values = _finite_values(method.loss(outputs, batch), method, epoch, step, where="validation ")
         n = batch["image"].shape[0]
         count += n

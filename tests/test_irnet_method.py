@@ -175,3 +175,17 @@ def test_decode_grid_parameters_are_decode_parameters():
     # a higher background level never labels more pixels
     low, high = method.decode(outputs, mode="cam", bg_level=0.15)[0], method.decode(outputs, mode="cam", bg_level=0.5)[0]
     assert (high["instances"] > 0).sum() <= (low["instances"] > 0).sum()
+
+
+def test_stage_1_runs_only_the_cam_network(tmp_path):
+    from labkit.train import train
+
+    method = methods.get("irnet", **FAST)
+    model = method.build_model(in_channels=3, num_classes=5)
+    calls = []
+    model.backbone.register_forward_hook(lambda *args: calls.append("irn"))
+    model.own_backbones["cam"].register_forward_hook(lambda *args: calls.append("cam"))
+    train(method, model, ImageLabels(Tiny(2)), out_dir=tmp_path, epochs=1, batch_size=2, device="cpu",
+          progress=False)
+    assert calls == ["cam"]  # one step, and stage 3's network was not run for it
+    assert method.loss_heads({"relations": torch.zeros(1)}) == ("displacement", "boundary")

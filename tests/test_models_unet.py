@@ -146,3 +146,15 @@ def test_separate_kw_gives_one_head_a_backbone_of_another_shape():
         build_model(3, {"cam": 2}, separate_kw={"cam": {"width": 8}})
     with pytest.raises(LabkitError, match="widht"):
         build_model(3, {"cam": 2}, separate=("cam",), separate_kw={"cam": {"widht": 8}})
+
+
+def test_forward_on_some_heads_runs_only_their_backbones():
+    model = tiny(separate=("seed",))
+    calls = []
+    model.backbone.register_forward_hook(lambda *args: calls.append("shared"))
+    model.own_backbones["seed"].register_forward_hook(lambda *args: calls.append("seed"))
+    image = torch.rand(1, 2, 12, 12)
+    only_seed = model(image, heads=("seed",))
+    assert set(only_seed) == {"seed"} and calls == ["seed"]
+    torch.testing.assert_close(only_seed["seed"], model(image)["seed"])
+    assert sorted(calls[1:]) == ["seed", "shared"]  # all heads: both networks

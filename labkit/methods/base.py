@@ -89,6 +89,15 @@ class Method:
         """One prediction dict per image (DESIGN.md, "Data contract")."""
         raise NotImplementedError
 
+    def loss_heads(self, batch: Batch) -> tuple[str, ...] | None:
+        """The heads :meth:`loss` reads for ``batch``; training computes only those.  Default None: all.
+
+        ``irnet`` trains its stages on different heads of one model (stage 1:
+        ``cam``; stage 3: ``displacement`` and ``boundary``), each on a
+        backbone of its own, so a stage need not run the other's network.
+        """
+        return None
+
     def check_training_set(self, dataset: Any) -> None:
         """Raise :class:`~labkit.errors.DataError` when this method cannot learn from ``dataset``; default: no check.
 

@@ -178,6 +178,10 @@ class IRNet(Method):
                            separate=("cam",), separate_kw=separate_kw, **kwargs)
 
     # -- losses ------------------------------------------------------------
+    def loss_heads(self, batch: Batch) -> tuple[str, ...]:
+        """Stage 1 reads ``cam`` alone, stage 3 ``displacement`` and ``boundary``: each runs only its own network."""
+        return ("displacement", "boundary") if "relations" in batch else ("cam",)
+
     def loss(self, outputs: Outputs, batch: Batch) -> dict[str, torch.Tensor]:
         """Stage 1 (batch without ``relations``): ``cls``; stage 3: Eq. 5, 6, 8 and their sum (Eq. 9)."""
         batch = weak_batch(batch)

@@ -1,7 +1,7 @@
 """A dense-prediction model: a backbone plus one 1x1-conv head per output map."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Collection
 
 import torch
 import torch.nn.functional as F
@@ -47,13 +47,15 @@ class DenseModel(nn.Module):
     def _features_of(self, head: str) -> nn.Module:
         return self.own_backbones[head] if head in self.own_backbones else self.backbone
 
-    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        shared = self.backbone(image) if len(self.own_backbones) < len(self.heads) else None
+    def forward(self, image: torch.Tensor, heads: Collection[str] | None = None) -> dict[str, torch.Tensor]:
+        """Every head's output, or only those in ``heads`` (then no readout): a backbone no such head reads is not run."""
+        wanted = self.heads if heads is None else {name: self.heads[name] for name in heads}
+        shared = self.backbone(image) if any(name not in self.own_backbones for name in wanted) else None
         outputs = {}
-        for name, head in self.heads.items():
+        for name, head in wanted.items():
             features = self.own_backbones[name](image) if name in self.own_backbones else shared
             out = head(features).float()
             outputs[name] = F.normalize(out, dim=1) if name in self.normalized else out
-        if hasattr(self, "readout"):
+        if heads is None and hasattr(self, "readout"):
             outputs.update(self.readout(outputs))
         return outputs
