@@ -54,8 +54,18 @@ class DenseModel(nn.Module):
         outputs = {}
         for name, head in wanted.items():
             features = self.own_backbones[name](image) if name in self.own_backbones else shared
-            out = head(features).float()
+            out = _full_resolution(head(features).float(), self._features_of(name), image.shape[-2:])
             outputs[name] = F.normalize(out, dim=1) if name in self.normalized else out
         if heads is None and hasattr(self, "readout"):
             outputs.update(self.readout(outputs))
         return outputs
+
+
+def _full_resolution(out: torch.Tensor, backbone: nn.Module, size: tuple[int, int]) -> torch.Tensor:
+    """A head's output upsampled from its backbone's ``output_stride`` (bilinear) and cropped to ``size``."""
+    stride = getattr(backbone, "output_stride", 1)
+    if stride == 1:
+        return out
+    up = F.interpolate(out, size=(out.shape[-2] * stride, out.shape[-1] * stride), mode="bilinear",
+                       align_corners=False)
+    return up[..., : size[0], : size[1]]

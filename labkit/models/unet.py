@@ -44,10 +44,13 @@ class UNet(nn.Module):
     cropped back, so any ``H, W >= 1`` works. ``coords`` appends the
     coordinate channels of :func:`coordinate_channels` to the input.
 
-    ``decoder=False`` keeps the encoder alone, a classification network: its
-    deepest features (stride ``2**depth``, ``width * 2**depth`` channels)
-    bilinearly upsampled to the input size, as CAMs are read from a
-    classifier's last stride-16 features and upsampled (IRNet's stage 1).
+    ``decoder=False`` keeps the encoder alone, a classification network that
+    returns its deepest features (``width * 2**depth`` channels) at
+    ``output_stride = 2**depth`` of the padded input;
+    :class:`~labkit.models.dense.DenseModel` upsamples the heads' outputs
+    (few channels, cheaper than the features) to the input size, as CAMs
+    are read from a classifier's stride-16 features and upsampled (IRNet's
+    stage 1).
     """
 
     def __init__(
@@ -71,6 +74,7 @@ class UNet(nn.Module):
             self.fuse = nn.ModuleList(ConvBlock(2 * channels[i], channels[i]) for i in reversed(range(depth)))
         self.depth = depth
         self.out_channels = width if self.decoder else channels[-1]
+        self.output_stride = 1 if self.decoder else 2**depth
         self.config = {"width": width, "depth": depth}
         if self.coords:
             self.config |= {"coords": True, "coord_scale": self.coord_scale}
@@ -90,8 +94,7 @@ class UNet(nn.Module):
             skips.append(x)
             x = down(F.max_pool2d(x, 2))
         if not self.decoder:
-            x = F.interpolate(x, size=skips[0].shape[-2:], mode="bilinear", align_corners=False)
-            return x[..., :height, :width]
+            return x
         for up, fuse, skip in zip(self.up, self.fuse, reversed(skips)):
             x = fuse(torch.cat([up(x), skip], dim=1))
         return x[..., :height, :width]
