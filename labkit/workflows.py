@@ -23,7 +23,7 @@ Training on an instance folder (a user's few images):
 - a method's ``folder_params`` replace some of its paper defaults (``recurrent``:
   the balanced Eq. 2 without a background group and lr 2e-3; ``dvis``: the
   authors' code's pairwise term, 40 epochs; ``hle``: Eq. 13's instance pixels
-  weighted 10; see their docstrings);
+  weighted 10, 45 epochs; see their docstrings);
 - ``RUN_DIR/run.json`` records the crop, so ``tune``, ``evaluate`` and
   ``predict`` predict images larger than it by sliding window
   (:mod:`labkit.evaluation`) with the tiles the network was trained on.

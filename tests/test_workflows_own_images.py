@@ -200,5 +200,6 @@ def test_folder_defaults_apply_to_image_folders_only_and_set_wins(tmp_path, capl
     assert (dvis.different_weight, dvis.min_pair_loss, dvis.epochs) == (3.0, 1e-2, 40)
     paper = methods.get("dvis").defaults
     assert (paper.different_weight, paper.min_pair_loss, paper.epochs) == (1.0, 0.0, 50)
-    assert methods.get("hle", folder=True).defaults.seed_weight == 10.0  # SpatialEmbeddings' seed weight
-    assert methods.get("hle").defaults.seed_weight == 1.0
+    own_hle, paper_hle = methods.get("hle", folder=True).defaults, methods.get("hle").defaults
+    assert (own_hle.seed_weight, own_hle.epochs) == (10.0, 45)  # SpatialEmbeddings' seed weight, longer
+    assert (paper_hle.seed_weight, paper_hle.epochs) == (1.0, 30)
