@@ -48,7 +48,10 @@ class DenseModel(nn.Module):
         return self.own_backbones[head] if head in self.own_backbones else self.backbone
 
     def forward(self, image: torch.Tensor, heads: Collection[str] | None = None) -> dict[str, torch.Tensor]:
-        """Every head's output, or only those in ``heads`` (then no readout): a backbone no such head reads is not run."""
+        """Every head's output, or only those in ``heads`` (then no readout).
+
+        A backbone that none of the wanted heads reads is not run.
+        """
         wanted = self.heads if heads is None else {name: self.heads[name] for name in heads}
         shared = self.backbone(image) if any(name not in self.own_backbones for name in wanted) else None
         outputs = {}
