@@ -9,7 +9,10 @@
    (target >= 0.5), next to ``discriminative`` trained on the true masks with
    the same settings (the reference, measured in the same run).
 
-Run (fast CPU profile; minutes on 2 cores):
+Stage 1 trains its classifier for about 6,000 steps of 16 scenes (one-cycle, peak lr 2e-3): from
+scratch, the CAM classifier needs that long to leave the label prior on ``shapes`` (benchmarks/RESULTS.md);
+about 25 minutes of one CPU thread.  Stage 4's two models train the same number of steps
+(``--stage4-epochs`` x ``--stage4-steps``).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_irnet.py --out /tmp/bench_irnet
 """
@@ -32,10 +35,14 @@ from labkit.train import load_checkpoint, train
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("/tmp/bench_irnet"))
-    parser.add_argument("--train-images", type=int, default=200, help="training scenes (all stages)")
-    parser.add_argument("--epochs", type=int, default=10, help="stage 1 (CAM network) epochs")
+    parser.add_argument("--train-images", type=int, default=1000, help="training scenes (all stages)")
+    parser.add_argument("--epochs", type=int, default=96, help="stage 1 (CAM network) epochs (~6000 steps)")
+    parser.add_argument("--batch-size", type=int, default=16, help="stage 1 batch size")
+    parser.add_argument("--lr", type=float, default=2e-3, help="stage 1 peak learning rate")
+    parser.add_argument("--schedule", default="onecycle", help="stage 1 learning-rate schedule")
     parser.add_argument("--irn-epochs", type=int, default=6, help="stage 3 (displacement + boundary) epochs")
-    parser.add_argument("--stage4-epochs", type=int, default=15, help="epochs of both discriminative models")
+    parser.add_argument("--stage4-epochs", type=int, default=30, help="epochs of both discriminative models")
+    parser.add_argument("--stage4-steps", type=int, default=50, help="optimiser steps per stage-4 epoch")
     parser.add_argument("--table-images", type=int, default=60, help="train images scored for Tables 1-2")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-stage4", action="store_true")
@@ -48,11 +55,11 @@ def main() -> None:
     method = methods.get("irnet", irn_epochs=args.irn_epochs)
     torch.manual_seed(args.seed)
     model = method.build_model(in_channels=3, num_classes=train_set.num_classes)
-    kwargs = dict(epochs=args.epochs, batch_size=8, lr=method.defaults.lr, device="cpu", seed=args.seed,
-                  progress=False, data_spec="synthetic:shapes")
-    train(method, model, train_set, out_dir=run, **kwargs)
+    kwargs = dict(device="cpu", seed=args.seed, progress=False, data_spec="synthetic:shapes")
+    train(method, model, train_set, out_dir=run, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+          schedule=args.schedule, **kwargs)
     print(f"irnet stage 1: {time.perf_counter() - started:.0f} s", flush=True)
-    method.post_train(model, train_set, out_dir=run, train_kwargs=kwargs)
+    method.post_train(model, train_set, out_dir=run, train_kwargs=dict(batch_size=8, **kwargs))
     print(f"irnet stages 1-3 and pseudo labels: {time.perf_counter() - started:.0f} s", flush=True)
     method, model, _ = load_checkpoint(run)
     train_split = SyntheticScenes("shapes", split="train", num_samples=args.train_images)
@@ -73,13 +80,15 @@ def main() -> None:
         for name, data in (("stage4", str(run / "pseudo_labels")), ("supervised", None)):
             if data is not None:  # the pseudo-label instance folder, as `labkit train --data RUN/pseudo_labels`
                 workflows.train_run(method="discriminative", data=data, out=args.out / name, epochs=epochs,
-                                    crop=64, seed=args.seed, device="cpu", progress=False)
+                                    crop=64, seed=args.seed, device="cpu", progress=False,
+                                    steps_per_epoch=args.stage4_steps)
             else:  # the same scenes with their true masks
                 sup = methods.get("discriminative")
                 torch.manual_seed(args.seed)
                 sup_model = sup.build_model(in_channels=3, num_classes=train_set.num_classes)
                 train(sup, sup_model, train_set, out_dir=args.out / name, epochs=epochs, batch_size=8,
-                      lr=sup.defaults.lr, device="cpu", seed=args.seed, progress=False)
+                      lr=sup.defaults.lr, device="cpu", seed=args.seed, progress=False,
+                      steps_per_epoch=args.stage4_steps)
             metrics = workflows.evaluate_run(checkpoint=args.out / name, data="synthetic:shapes:test",
                                              device="cpu", progress=False)
             result[f"{name}_test_ap50"] = float(metrics["ap50"])
