@@ -162,8 +162,7 @@ def check_params(p: DVISParams) -> None:
     if not 0 <= p.negative_iou <= p.positive_iou <= 1:
         raise LabkitError(
             f"dvis: need 0 <= negative_iou <= positive_iou <= 1, got {p.negative_iou}, {p.positive_iou}")
-    if not 0 <= p.min_visible <= 1:
-        raise LabkitError(f"dvis: min_visible must be in [0, 1], got {p.min_visible}")
+    check_min_visible(p.min_visible)
     if not 0 <= p.class_weight <= 1:
         raise LabkitError(f"dvis: class_weight must be in [0, 1], got {p.class_weight}")
 
@@ -355,6 +354,12 @@ def verify(head: nn.Module, features: Tensor, f: Tensor, cands: Any, *, class_we
     return verification_scores(out, class_weight)
 
 
+def check_min_visible(min_visible: float) -> None:
+    """``min_visible`` (method or decode parameter) must be a fraction."""
+    if not 0 <= min_visible <= 1:
+        raise LabkitError(f"dvis: min_visible must be in [0, 1], got {min_visible}")
+
+
 def candidates_prediction(masks: Tensor, classes: Tensor, scores: Tensor, min_visible: float = 0.0) -> Prediction:
     """A prediction from possibly overlapping candidate ``masks [N,H,W]``: ranked by score, all under ``masks``.
 
@@ -365,8 +370,7 @@ def candidates_prediction(masks: Tensor, classes: Tensor, scores: Tensor, min_vi
     mostly cover are not left as fragments.  With 0 each pixel gets the
     best-scoring candidate covering it.
     """
-    if not 0 <= min_visible <= 1:
-        raise LabkitError(f"dvis: min_visible must be in [0, 1], got {min_visible}")
+    check_min_visible(min_visible)
     height, width = masks.shape[-2:]
     if masks.shape[0] == 0:
         return empty_prediction(height, width)
