@@ -42,8 +42,8 @@ Differences from the paper and the authors' code, chosen here:
   :mod:`labkit.methods.irnet_synthesis`), 2 at 256 x 256, and keeps stride 1
   for the 64 x 64 scenes.  The CAM network is a classification network
   of its own (``separate`` head): a UNet's encoder alone (``cam_width``,
-  ``cam_depth``: 32 channels doubling over 3 poolings, stride 8), its last
-  features upsampled, as the paper reads CAMs from ResNet-50's stride-16
+  ``cam_depth``: 32 channels doubling over 3 poolings, stride 8), its class
+  maps upsampled, as the paper reads CAMs from ResNet-50's stride-16
   features.  A full-resolution UNet with its decoder (labkit's first
   choice) stayed at the label prior on ``shapes`` through 6,000 steps where
   this encoder left it after about 4,000 (benchmarks/RESULTS.md).  The
@@ -167,12 +167,12 @@ class IRNet(Method):
         displacement and boundary share the other."""
         from labkit.models import build_model
 
+        p = self.defaults
         kwargs = dict(backbone_kwargs)
         separate_kw = None
         if backbone == "unet":
-            kwargs.setdefault("width", self.defaults.width)
-            kwargs.setdefault("depth", self.defaults.depth)
-            p = self.defaults
+            kwargs.setdefault("width", p.width)
+            kwargs.setdefault("depth", p.depth)
             separate_kw = {"cam": {"width": p.cam_width, "depth": p.cam_depth, "decoder": False}}
         return build_model(in_channels=in_channels, heads=self.heads(num_classes), backbone=backbone,
                            separate=("cam",), separate_kw=separate_kw, **kwargs)

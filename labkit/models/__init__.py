@@ -10,7 +10,7 @@ Backbones and their keyword arguments:
 
 - ``"unet"``: ``width=16, depth=3, coords=False, coord_scale=64, decoder=True`` (:class:`~labkit.models.unet.UNet`,
   GroupNorm, CPU-sized; ``coords`` appends pixel-coordinate input channels; ``decoder=False``: the encoder
-  alone, its deepest features upsampled).
+  alone, whose stride-``2**depth`` maps the heads read and whose head outputs are upsampled).
 - ``"resnet50"``, ``"resnet101"``: ``weights=None, decoder_channels=128``
   (:class:`~labkit.models.resnet.ResNetBackbone`, output stride 8, GPU-sized).
 """

@@ -56,8 +56,9 @@ class DenseModel(nn.Module):
         shared = self.backbone(image) if any(name not in self.own_backbones for name in wanted) else None
         outputs = {}
         for name, head in wanted.items():
-            features = self.own_backbones[name](image) if name in self.own_backbones else shared
-            out = _full_resolution(head(features).float(), self._features_of(name), image.shape[-2:])
+            net = self._features_of(name)
+            features = shared if net is self.backbone else net(image)
+            out = _full_resolution(head(features).float(), net, image.shape[-2:])
             outputs[name] = F.normalize(out, dim=1) if name in self.normalized else out
         if heads is None and hasattr(self, "readout"):
             outputs.update(self.readout(outputs))
