@@ -46,13 +46,16 @@ def main() -> None:
     parser.add_argument("--table-images", type=int, default=60, help="train images scored for Tables 1-2")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-stage4", action="store_true")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="irnet parameters")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     started = time.perf_counter()
     run = args.out / "irnet"
     # what `labkit train --method irnet` does (workflows.train_run), on the first --train-images scenes
     train_set = SyntheticScenes("shapes", split="train", num_samples=args.train_images, transform=RandomFlip())
-    method = methods.get("irnet", irn_epochs=args.irn_epochs)
+    from labkit.cli import _overrides
+
+    method = methods.get("irnet", **{"irn_epochs": args.irn_epochs, **_overrides(args.set)})
     torch.manual_seed(args.seed)
     model = method.build_model(in_channels=3, num_classes=train_set.num_classes)
     kwargs = dict(device="cpu", seed=args.seed, progress=False, data_spec="synthetic:shapes")
@@ -74,7 +77,7 @@ def main() -> None:
           f"({'propagated higher' if scores['miou_propagated'] > scores['miou_cam'] else 'NOT higher'})", flush=True)
     result = {"table1_ap50": table1, "miou_cam": scores["miou_cam"], "miou_propagated": scores["miou_propagated"],
               "table_images": scores["n_images"], "epochs": args.epochs, "irn_epochs": args.irn_epochs,
-              "train_images": args.train_images}
+              "train_images": args.train_images, "params": _overrides(args.set)}
     if not args.skip_stage4:
         epochs = args.stage4_epochs
         for name, data in (("stage4", str(run / "pseudo_labels")), ("supervised", None)):
