@@ -63,10 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="instance folder DIR or synthetic:NAME[:SPLIT]")
     p.add_argument("--out", required=True, type=Path, help="run folder (model.pt, history.json)")
     p.add_argument("--epochs", type=int, default=None, help="epochs (default: the method's)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=None, help="images per step (default: the method's, else 8)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the method's)")
-    p.add_argument("--schedule", default="cosine", choices=["cosine", "onecycle", "poly", "constant"],
-                   help="learning-rate schedule (onecycle: warm up over the first 30%% of the steps, then cosine)")
+    p.add_argument("--schedule", default=None, choices=["cosine", "onecycle", "poly", "constant"],
+                   help="learning-rate schedule (default: the method's, else cosine; onecycle: warm up over the "
+                        "first 30%% of the steps, then cosine)")
+    p.add_argument("--samples", type=int, default=None,
+                   help="scenes in a synthetic training set (default: the family's, 400 for training)")
     p.add_argument("--crop", type=int, default=128, help="training crop size for image folders")
     p.add_argument("--backbone", default="unet", help="unet | resnet50 | resnet101")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -132,7 +135,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         device=args.device, seed=args.seed, resume=not args.no_resume,
         method_params=_overrides(args.set),
         steps_per_epoch="auto" if args.steps_per_epoch is None else (args.steps_per_epoch or None),
-        augment=args.augment, val_data=args.val,
+        augment=args.augment, val_data=args.val, samples=args.samples,
     )
     last = history["epochs"][-1] if history.get("epochs") else {}
     print(f"trained {args.method} -> {args.out / 'model.pt'}  (last epoch: {last})")

@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_EPOCHS = 10
 DEFAULT_LR = 1e-3
+DEFAULT_BATCH_SIZE = 8
+DEFAULT_SCHEDULE = "cosine"
 #: optimiser steps per epoch on synthetic data (its train split of 400 scenes at batch size 8: one pass)
 STEPS_PER_EPOCH = 50
 #: optimiser steps per epoch on an image folder, whatever its number of images
@@ -143,18 +145,24 @@ def validation_metric(method: Any, val_set: Any, *, tile: int | None, device: An
 
 def train_run(
     method: str, data: str | Path, out: str | Path, *, epochs: int | None = None,
-    batch_size: int = 8, lr: float | None = None, schedule: str = "cosine", crop: int = 128, backbone: str = "unet",
-    device: str = "auto", seed: int = 0, resume: bool = True,
+    batch_size: int | None = None, lr: float | None = None, schedule: str | None = None, crop: int = 128,
+    backbone: str = "unet", device: str = "auto", seed: int = 0, resume: bool = True,
     method_params: dict[str, Any] | None = None, val_data: str | Path | None = None,
     progress: bool = True, steps_per_epoch: int | str | None = "auto", augment: str = "auto",
+    samples: int | None = None,
 ) -> dict[str, Any]:
     """Train ``method`` on ``data`` into the run folder ``out``; return the history.
 
+    ``epochs``, ``batch_size``, ``lr`` and ``schedule`` default to the
+    method's own (its parameters of those names), else :data:`DEFAULT_EPOCHS`,
+    :data:`DEFAULT_BATCH_SIZE`, :data:`DEFAULT_LR`, :data:`DEFAULT_SCHEDULE`.
     ``steps_per_epoch`` optimiser steps make an epoch (``"auto"``:
     :data:`STEPS_PER_EPOCH` on synthetic data, :data:`FOLDER_STEPS_PER_EPOCH`
-    on a folder; None: one pass over the data).  Synthetic data is augmented as before (flips where the
-    family allows) and validated only on ``val_data``; image folders as in
-    the module docstring (``augment``: auto, microscopy, photo, none).
+    on a folder; None: one pass over the data).  ``samples``: scenes in a
+    synthetic training set (None: the family's default).  Synthetic data is
+    augmented as before (flips where the family allows) and validated only on
+    ``val_data``; image folders as in the module docstring (``augment``:
+    auto, microscopy, photo, none).
     """
     from labkit.data import load_dataset
     from labkit.train import resolve_device, train_method
@@ -170,12 +178,16 @@ def train_run(
                  ", ".join(f"{k}={getattr(m.defaults, k)}" for k in folder_defaults))
     if crop < 8:
         raise LabkitError(f"crop must be at least 8 pixels, got {crop}")
+    if samples is not None and (not synthetic or samples < 1):
+        raise LabkitError(f"samples (scenes of a synthetic training set) must be >= 1 and needs synthetic data; "
+                          f"got {samples} for {data}")
     torch.manual_seed(seed)
     out = Path(out)
     if steps_per_epoch == "auto":
         steps_per_epoch = STEPS_PER_EPOCH if synthetic else FOLDER_STEPS_PER_EPOCH
     if synthetic:
-        train_set = load_dataset(str(data), split="train", transform=training_transform(data, crop))
+        sized = {} if samples is None else {"num_samples": samples}
+        train_set = load_dataset(str(data), split="train", transform=training_transform(data, crop), **sized)
         val_set = load_dataset(str(val_data), split="val") if val_data else None
         split, tile = {}, None
     else:
@@ -188,7 +200,9 @@ def train_run(
     weak = m.training_view(train_set) is not train_set  # image labels only: no mask-based validation figure
     train_kwargs = dict(
         epochs=epochs or getattr(m.defaults, "epochs", DEFAULT_EPOCHS),
-        batch_size=batch_size, lr=lr or getattr(m.defaults, "lr", DEFAULT_LR), schedule=schedule,
+        batch_size=batch_size or getattr(m.defaults, "batch_size", DEFAULT_BATCH_SIZE),
+        lr=lr or getattr(m.defaults, "lr", DEFAULT_LR),
+        schedule=schedule or getattr(m.defaults, "schedule", DEFAULT_SCHEDULE),
         device=device, seed=seed, resume=resume, progress=progress, data_spec=str(data),
         steps_per_epoch=steps_per_epoch,
     )
@@ -197,7 +211,7 @@ def train_run(
         val_metric = validation_metric(m, val_set, tile=tile, device=resolve_device(device))
     write_json(out / RUN_NAME, {
         "method": m.key, "data": str(data), "crop": crop, "tile": tile, "augment": None if tile is None else augment,
-        "steps_per_epoch": steps_per_epoch, "batch_size": batch_size,
+        "steps_per_epoch": steps_per_epoch, "batch_size": train_kwargs["batch_size"],
         "val_metric": getattr(val_metric, "metric", None), **split,
     })
     return train_method(m, model, train_set, out_dir=out, val_set=val_set, val_metric=val_metric, **train_kwargs)

@@ -121,4 +121,4 @@ def test_train_schedule_choices_are_the_training_loops():
 
     train = build_parser()._subparsers._group_actions[0].choices["train"]
     schedule = next(a for a in train._actions if a.dest == "schedule")
-    assert tuple(schedule.choices) == SCHEDULES and schedule.default == SCHEDULES[0]
+    assert tuple(schedule.choices) == SCHEDULES and schedule.default is None  # None: the method's, else cosine

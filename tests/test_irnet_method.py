@@ -13,7 +13,8 @@ from labkit.data.weak import ImageLabels
 from labkit.errors import DataError, LabkitError
 from labkit.train import load_checkpoint, train_method
 
-FAST = dict(width=4, depth=2, cam_scales=(1.0, 0.5), walk_steps=8, refine_steps=10, irn_epochs=1, train_radius=3)
+FAST = dict(width=4, depth=2, cam_scales=(1.0, 0.5), walk_steps=8, refine_steps=10, irn_epochs=1, train_radius=3,
+            irn_batch_size=2)
 
 
 class Tiny(torch.utils.data.Dataset):
@@ -145,7 +146,8 @@ def test_cli_train_evaluate_predict_on_an_instance_folder(tmp_path, capsys):
               for s in tiny.samples]
     write_pseudo_folder(tmp_path / "data", weak, truths)  # an ordinary instance folder with semantic masks
     run = tmp_path / "run"
-    settings = ["width=4", "depth=2", "walk_steps=8", "refine_steps=5", "irn_epochs=1", "train_radius=3"]
+    settings = ["width=4", "depth=2", "walk_steps=8", "refine_steps=5", "irn_epochs=1", "train_radius=3",
+                "irn_batch_size=2"]
     assert cli.main(["train", "--method", "irnet", "--data", str(tmp_path / "data"), "--out", str(run),
                      "--epochs", "1", "--batch-size", "2", "--crop", "64", "--device", "cpu", "--set", *settings]) == 0
     assert (run / "pseudo_labels" / "summary.json").exists() and (run / "irn" / "model.pt").exists()
@@ -189,3 +191,41 @@ def test_stage_1_runs_only_the_cam_network(tmp_path):
           progress=False)
     assert calls == ["cam"]  # one step, and stage 3's network was not run for it
     assert method.loss_heads({"relations": torch.zeros(1)}) == ("displacement", "boundary")
+
+
+def test_labkit_train_takes_stage_one_settings_from_the_method(tmp_path, caplog):
+    """Stage 1 trains with irnet's own batch size and schedule, stage 3 with its own batch size; --samples sizes
+    a synthetic training set, and a set smaller than FEW_IMAGES is warned about."""
+    import json
+    import logging
+
+    from labkit import workflows
+    from labkit.checkpoint import read_checkpoint
+    from labkit.methods.irnet import FEW_IMAGES
+
+    run = tmp_path / "run"
+    params = {**FAST, "irn_batch_size": 3, "cam_width": 4, "cam_depth": 2}
+    with caplog.at_level(logging.WARNING, logger="labkit.methods.irnet"):
+        workflows.train_run("irnet", "synthetic:shapes", run, epochs=1, steps_per_epoch=1, samples=6,
+                            method_params=params, device="cpu", progress=False)
+    stage1, stage3 = read_checkpoint(run)["training"], read_checkpoint(run / "irn")["training"]
+    assert (stage1["batch_size"], stage1["schedule"], stage1["lr"]) == (16, "onecycle", 2e-3)
+    assert json.loads((run / "run.json").read_text())["batch_size"] == 16
+    assert (stage3["batch_size"], stage3["schedule"]) == (3, "cosine")
+    assert json.loads((run / "pseudo_labels" / "summary.json").read_text())["images"] == 6
+    assert any("6 training images" in r.getMessage() for r in caplog.records) and 6 < FEW_IMAGES
+    # explicit settings win over the method's
+    workflows.train_run("irnet", "synthetic:shapes", tmp_path / "b", epochs=1, steps_per_epoch=1, samples=4,
+                        batch_size=2, schedule="constant", method_params=params, device="cpu", progress=False)
+    assert (read_checkpoint(tmp_path / "b")["training"]["batch_size"],
+            read_checkpoint(tmp_path / "b")["training"]["schedule"]) == (2, "constant")
+
+
+def test_samples_needs_synthetic_data(tmp_path):
+    from labkit import workflows
+
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(LabkitError, match="samples"):
+        workflows.train_run("discriminative", tmp_path / "folder", tmp_path / "run", samples=10, device="cpu")
+    with pytest.raises(LabkitError, match="samples"):
+        workflows.train_run("discriminative", "synthetic:shapes", tmp_path / "run", samples=0, device="cpu")
