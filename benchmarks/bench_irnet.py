@@ -9,9 +9,10 @@
    (target >= 0.5), next to ``discriminative`` trained on the true masks with
    the same settings (the reference, measured in the same run).
 
-Stage 1 trains its classifier for about 6,000 steps of 16 scenes (one-cycle, peak lr 2e-3): from
-scratch, the CAM classifier needs that long to leave the label prior on ``shapes`` (benchmarks/RESULTS.md);
-about 25 minutes of one CPU thread.  Stage 4's two models train the same number of steps
+Stage 1 trains its classifier on 2,000 scenes for 10,000 steps of 16 (one-cycle, peak lr 2e-3), as
+``irnet``'s defaults do: from scratch, the CAM classifier sits at the label prior for about 4,000 steps,
+memorised 1,000 scenes and learnt only objectness from 3,000 in 6,000 steps (benchmarks/RESULTS.md);
+about 45 minutes of one CPU thread.  Stage 4's two models train the same number of steps
 (``--stage4-epochs`` x ``--stage4-steps``).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_irnet.py --out /tmp/bench_irnet
@@ -35,12 +36,12 @@ from labkit.train import load_checkpoint, train
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("/tmp/bench_irnet"))
-    parser.add_argument("--train-images", type=int, default=1000, help="training scenes (all stages)")
-    parser.add_argument("--epochs", type=int, default=96, help="stage 1 (CAM network) epochs (~6000 steps)")
+    parser.add_argument("--train-images", type=int, default=2000, help="training scenes (all stages)")
+    parser.add_argument("--epochs", type=int, default=80, help="stage 1 (CAM network) epochs (10,000 steps)")
     parser.add_argument("--batch-size", type=int, default=16, help="stage 1 batch size")
     parser.add_argument("--lr", type=float, default=2e-3, help="stage 1 peak learning rate")
     parser.add_argument("--schedule", default="onecycle", help="stage 1 learning-rate schedule")
-    parser.add_argument("--irn-epochs", type=int, default=6, help="stage 3 (displacement + boundary) epochs")
+    parser.add_argument("--irn-epochs", type=int, default=2, help="stage 3 (displacement + boundary) epochs")
     parser.add_argument("--stage4-epochs", type=int, default=30, help="epochs of both discriminative models")
     parser.add_argument("--stage4-steps", type=int, default=50, help="optimiser steps per stage-4 epoch")
     parser.add_argument("--table-images", type=int, default=60, help="train images scored for Tables 1-2")

@@ -54,8 +54,8 @@ Differences from the paper and the authors' code, chosen here:
   before it learns; it memorised 1,000 scenes (its CAMs then name the
   wrong class), learnt objects but not their classes from 3,000 in 6,000
   steps, and the classes from 2,000 in 10,000 steps (benchmarks/RESULTS.md),
-  hence a warning under :data:`FEW_IMAGES` training images.  Stage 3 keeps batches of 8 (``irn_batch_size``) and the
-  training loop's default schedule.
+  hence a warning under :data:`FEW_IMAGES` training images.  Stage 3 keeps
+  batches of 8 (``irn_batch_size``) and the training loop's default schedule.
 * The displacement and boundary heads share a
   second UNet trained from scratch in stage 3, whose decoder merges all its
   levels (the paper's branches read the five levels of the frozen CAM
@@ -104,9 +104,9 @@ from labkit.methods.irnet_synthesis import MODES, synthesize
 log = logging.getLogger(__name__)
 
 PSEUDO_DIR = "pseudo_labels"
+IRN_DIR = "irn"
 #: fewer training images than this: stage 1's from-scratch classifier may memorise them (a warning)
 FEW_IMAGES = 2000
-IRN_DIR = "irn"
 
 
 @dataclasses.dataclass
