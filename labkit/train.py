@@ -265,7 +265,7 @@ def train(
 
 def train_method(
     method: Method, model: nn.Module, train_set: Any, *, out_dir: str | Path, val_set: Any = None,
-    val_metric: Callable[[nn.Module], float] | None = None, **train_kwargs: Any,
+    val_metric: Callable[[nn.Module], float] | None = None, checked: bool = False, **train_kwargs: Any,
 ) -> dict[str, Any]:
     """Every training stage of ``method``, as ``labkit train`` runs them; returns the network's history.
 
@@ -275,9 +275,11 @@ def train_method(
     ``method.post_train`` runs the method's later stages (DVIS's verification head, IRNet's relation mining,
     IRNet and pseudo labels) on the full training set.  ``train_kwargs`` go
     to :func:`train` and are passed on to the later stages (the validation
-    set and metric are the network's only).
+    set and metric are the network's only).  ``checked``: the caller has run
+    ``method.check_training_set`` on ``train_set`` already (its warnings are not repeated).
     """
-    method.check_training_set(train_set)
+    if not checked:
+        method.check_training_set(train_set)
     seen = method.training_view(train_set)
     if val_set is not None and seen is not train_set:
         val_set = method.training_view(val_set)

@@ -195,7 +195,7 @@ def train_run(
         tile = crop
     if len(train_set) == 0:
         raise DataError(f"{data}: no training images")
-    m.check_training_set(train_set)  # before run.json is written (train_method checks again)
+    m.check_training_set(train_set)  # before run.json is written
     model = m.build_model(in_channels=train_set.in_channels, num_classes=train_set.num_classes, backbone=backbone)
     weak = m.training_view(train_set) is not train_set  # image labels only: no mask-based validation figure
     train_kwargs = dict(
@@ -214,7 +214,8 @@ def train_run(
         "steps_per_epoch": steps_per_epoch, "batch_size": train_kwargs["batch_size"],
         "val_metric": getattr(val_metric, "metric", None), **split,
     })
-    return train_method(m, model, train_set, out_dir=out, val_set=val_set, val_metric=val_metric, **train_kwargs)
+    return train_method(m, model, train_set, out_dir=out, val_set=val_set, val_metric=val_metric, checked=True,
+                        **train_kwargs)
 
 
 def _run_dir(checkpoint: str | Path) -> Path:

@@ -213,7 +213,7 @@ def test_labkit_train_takes_stage_one_settings_from_the_method(tmp_path, caplog)
     assert json.loads((run / "run.json").read_text())["batch_size"] == 16
     assert (stage3["batch_size"], stage3["schedule"]) == (3, "cosine")
     assert json.loads((run / "pseudo_labels" / "summary.json").read_text())["images"] == 6
-    assert any("6 training images" in r.getMessage() for r in caplog.records) and 6 < FEW_IMAGES
+    assert sum("6 training images" in r.getMessage() for r in caplog.records) == 1 and 6 < FEW_IMAGES  # once
     # explicit settings win over the method's
     workflows.train_run("irnet", "synthetic:shapes", tmp_path / "b", epochs=1, steps_per_epoch=1, samples=4,
                         batch_size=2, schedule="constant", method_params=params, device="cpu", progress=False)
