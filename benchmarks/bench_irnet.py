@@ -38,9 +38,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/bench_irnet"))
     parser.add_argument("--train-images", type=int, default=2000, help="training scenes (all stages)")
     parser.add_argument("--epochs", type=int, default=80, help="stage 1 (CAM network) epochs (10,000 steps)")
-    parser.add_argument("--batch-size", type=int, default=16, help="stage 1 batch size")
-    parser.add_argument("--lr", type=float, default=2e-3, help="stage 1 peak learning rate")
-    parser.add_argument("--schedule", default="onecycle", help="stage 1 learning-rate schedule")
+    parser.add_argument("--batch-size", type=int, default=None, help="stage 1 batch size (default: irnet's)")
+    parser.add_argument("--lr", type=float, default=None, help="stage 1 peak learning rate (default: irnet's)")
+    parser.add_argument("--schedule", default=None, help="stage 1 learning-rate schedule (default: irnet's)")
     parser.add_argument("--irn-epochs", type=int, default=2, help="stage 3 (displacement + boundary) epochs")
     parser.add_argument("--stage4-epochs", type=int, default=30, help="epochs of both discriminative models")
     parser.add_argument("--stage4-steps", type=int, default=50, help="optimiser steps per stage-4 epoch")
@@ -60,10 +60,11 @@ def main() -> None:
     torch.manual_seed(args.seed)
     model = method.build_model(in_channels=3, num_classes=train_set.num_classes)
     kwargs = dict(device="cpu", seed=args.seed, progress=False, data_spec="synthetic:shapes")
-    train(method, model, train_set, out_dir=run, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-          schedule=args.schedule, **kwargs)
+    p = method.defaults
+    train(method, model, train_set, out_dir=run, epochs=args.epochs, batch_size=args.batch_size or p.batch_size,
+          lr=args.lr or p.lr, schedule=args.schedule or p.schedule, **kwargs)
     print(f"irnet stage 1: {time.perf_counter() - started:.0f} s", flush=True)
-    method.post_train(model, train_set, out_dir=run, train_kwargs=dict(batch_size=8, **kwargs))
+    method.post_train(model, train_set, out_dir=run, train_kwargs=kwargs)  # stage 3: irnet's irn_batch_size
     print(f"irnet stages 1-3 and pseudo labels: {time.perf_counter() - started:.0f} s", flush=True)
     method, model, _ = load_checkpoint(run)
     train_split = SyntheticScenes("shapes", split="train", num_samples=args.train_images)
