@@ -229,3 +229,17 @@ def test_samples_needs_synthetic_data(tmp_path):
         workflows.train_run("discriminative", tmp_path / "folder", tmp_path / "run", samples=10, device="cpu")
     with pytest.raises(LabkitError, match="samples"):
         workflows.train_run("discriminative", "synthetic:shapes", tmp_path / "run", samples=0, device="cpu")
+
+
+def test_stage_2_mines_with_the_crf_unless_switched_off():
+    from labkit.methods.irnet_cam import mine_relations, mine_relations_crf
+
+    sample = Tiny(1)[0]
+    ys, xs = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    cams = torch.zeros(4, 64, 64)
+    cams[0] = torch.exp(-((ys - 30) ** 2 + (xs - 30) ** 2) / 200)
+    with_crf = methods.get("irnet").mine(cams, sample["image"])
+    without = methods.get("irnet", crf=False).mine(cams, sample["image"])
+    assert (with_crf == mine_relations_crf(sample["image"], cams)).all()
+    assert (without == mine_relations(cams[None])[0]).all()
+    assert not (with_crf == without).all()

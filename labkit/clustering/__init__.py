@@ -10,11 +10,14 @@
   :func:`discretize`: DVIS's label map -> pooled candidate instances.
 * :func:`cluster_map`, :func:`score_instances`, :func:`bandwidth_sweep`,
   :func:`best_bandwidth`: embedding map -> instance map -> metrics, per bandwidth.
+* :func:`dense_crf` / :func:`crf_inference_label`: a fully connected CRF (Krähenbühl & Koltun), IRNet's
+  refinement of confident CAM areas.
 * :func:`thomson_points` / :func:`thomson_energy`: even spreads of points on a sphere (HLE's class means).
 * :func:`spatial_features`, :func:`embedding_points`, :func:`pixel_coordinates`;
   :func:`labkit.clustering.demo.synthetic_embedding_map` for teaching.
 """
 from labkit.clustering.meanshift import MeanShift, estimate_bandwidth, mean_shift
+from labkit.clustering.dense_crf import crf_inference_label, dense_crf
 from labkit.clustering.discretize import Candidates, discretize
 from labkit.clustering.meanshift1d import mean_shift_1d
 from labkit.clustering.recurrent import RecurrentMeanShift, delta_from_margin, recurrent_mean_shift
@@ -30,7 +33,9 @@ __all__ = [
     "bandwidth_sweep",
     "best_bandwidth",
     "cluster_map",
+    "crf_inference_label",
     "delta_from_margin",
+    "dense_crf",
     "discretize",
     "embedding_points",
     "estimate_bandwidth",

@@ -9,7 +9,8 @@ labkit method trained on the pseudo-label folder stage 3 writes):
    ``labels``; CAMs from multi-scale and flipped inference, each class map
    divided by its maximum (:mod:`labkit.methods.irnet_cam`).
 2. **Relation mining** (Sec. 4.2, Eq. 2-4): confident foreground (CAM > 0.30)
-   and background (all CAMs < 0.05), the rest ignored; pairs within
+   and background (all CAMs < 0.05), both refined by a dense CRF on the
+   image as in the authors' code, the rest ignored; pairs within
    ``train_radius`` split into P+fg, P+bg and P- (:mod:`labkit.losses.irnet`).
 3. **IRNet** (Sec. 4, Eq. 5-9): a ``displacement`` head (2 channels, pixels)
    and a ``boundary`` head (1 logit) trained on the mined relations alone;
@@ -68,7 +69,8 @@ Differences from the paper and the authors' code, chosen here:
 * Centroid candidates ``|D| < centroid_threshold`` (authors: 2.5, stride-4
   pixels; here 1.5 full-resolution pixels); refinement ``refine_steps=100``
   (the paper; the authors' code 300).
-* No dense CRF (see :mod:`labkit.methods.irnet_cam`).
+* The dense CRF of stage 2 is labkit's own (``crf``, :mod:`labkit.clustering.dense_crf`;
+  the authors' ``pydensecrf`` no longer builds), with the authors' settings.
 * The CAM head has a bias (labkit's heads are 1x1 convolutions with bias).
 * ``pooling``: the paper's global average pooling by default; log-sum-exp
   (``"lse"``) and max pooling are offered for experiments, because on
@@ -98,7 +100,7 @@ from labkit.errors import LabkitError
 from labkit.losses.irnet import irnet_loss, multilabel_soft_margin
 from labkit.methods import register
 from labkit.methods.base import Batch, Method, Outputs, Prediction
-from labkit.methods.irnet_cam import mine_relations, multiscale_cams, normalize_cams
+from labkit.methods.irnet_cam import mine_relations, mine_relations_crf, multiscale_cams, normalize_cams
 from labkit.methods.irnet_synthesis import MODES, synthesize
 
 log = logging.getLogger(__name__)
@@ -115,6 +117,7 @@ class IRNetParams:
 
     fg_threshold: float = 0.30  # confident foreground CAM (authors' code)
     bg_threshold: float = 0.05  # confident background CAM (authors' code)
+    crf: bool = True  # refine the confident areas with the dense CRF (authors' code)
     train_radius: int = 5  # pair radius gamma for training (paper: 10 at stride 4)
     infer_radius: int = 3  # pair radius for the random walk (paper: 5 at stride 4)
     beta: float = 10.0  # Eq. 12
@@ -282,8 +285,8 @@ class IRNet(Method):
         progress = bool(train_kwargs.get("progress", True))
         plain = ImageLabels(train_set, augment=False)
         maps = compute_maps(self, model, plain, device=device, progress=progress)
-        relations = [mine_relations(m["cams"][None], self.defaults.fg_threshold, self.defaults.bg_threshold)[0]
-                     for m in maps]
+        relations = [self.mine(m["cams"], plain[i]["image"])
+                     for i, m in enumerate(tqdm(maps, desc="irnet relations", disable=not progress, leave=False))]
         relation_set = RelationSet(plain, relations, transform=getattr(train_set, "transform", None))
         stage3 = {k: v for k, v in train_kwargs.items() if k not in ("epochs", "lr", "batch_size", "schedule")}
         train(self, model, relation_set, out_dir=out_dir / IRN_DIR, epochs=self.defaults.irn_epochs,
@@ -299,6 +302,14 @@ class IRNet(Method):
             maps = compute_maps(self, model, plain, device=device, progress=progress)
             predictions = [self.synthesize_maps(m, mode="irnet") for m in maps]
             write_pseudo_folder(folder, plain, predictions)
+
+    def mine(self, cams: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """Stage 2 on one image: the relation map ``[H, W]`` (class, 0 or 255 ignored) of its ``cams [K, H, W]``,
+        refined by the dense CRF on ``image [C, H, W]`` when ``crf`` is set."""
+        p = self.defaults
+        if p.crf:
+            return mine_relations_crf(image, cams, p.fg_threshold, p.bg_threshold)
+        return mine_relations(cams[None], p.fg_threshold, p.bg_threshold)[0]
 
     def synthesize_maps(self, maps: dict[str, torch.Tensor], mode: str = "irnet", **params: Any) -> Prediction:
         """Pseudo labels of one training image from :func:`compute_maps` output."""

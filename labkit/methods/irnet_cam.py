@@ -14,11 +14,14 @@ map either way.
 Mining: a pixel is confident foreground of class ``c`` when its largest CAM
 (class ``c``) exceeds ``fg_threshold`` (0.30), confident background when every
 CAM is below ``bg_threshold`` (0.05), and ignored (255) in between (the
-authors' code).  The authors refine each confident area with a dense CRF; no
-maintained dense-CRF wheel exists for current Python (``pydensecrf`` does not
-build; ``pydensecrf2`` 1.1, checked once, is a source distribution needing a
-C++/Cython build), so labkit does without a CRF rather than add a compiled
-dependency; the thresholds alone define the confident areas.
+authors' code, :func:`mine_relations`).  The authors refine both
+thresholded maps with a dense CRF on the image before combining them
+(:func:`mine_relations_crf`, their ``cam_to_ir_label``); ``pydensecrf`` no
+longer builds on current Python and no maintained wheel replaces it
+(``pydensecrf2`` 1.1 is a source distribution needing a C++/Cython build), so
+the CRF is labkit's own, in PyTorch (:mod:`labkit.clustering.dense_crf`).
+Without it, CAMs read at a coarse stride give confident areas far larger
+than the objects, and every later stage learns from them.
 """
 from __future__ import annotations
 
@@ -112,3 +115,32 @@ def mine_relations(cams: torch.Tensor, fg_threshold: float = 0.30, bg_threshold:
     fg = best > fg_threshold
     out[fg] = cls[fg] + 1
     return out
+
+
+def mine_relations_crf(image: torch.Tensor, cams: torch.Tensor, fg_threshold: float = 0.30,
+                       bg_threshold: float = 0.05, **crf: float) -> torch.Tensor:
+    """:func:`mine_relations` of one image with the authors' dense-CRF refinement: ``[H, W]`` int64.
+
+    ``image [C, H, W]`` (0..1), ``cams [K, H, W]`` normalised.  As the
+    authors' ``cam_to_ir_label``: the labelling "class of the largest CAM,
+    background below the threshold" is made at ``fg_threshold`` and at
+    ``bg_threshold`` over the classes present (non-zero CAM), each is refined
+    by :func:`~labkit.clustering.dense_crf.crf_inference_label`; a pixel is
+    its class where the first says a class, background where both say
+    background, ignored (255) otherwise.  ``crf`` passes CRF settings.
+    """
+    from labkit.clustering.dense_crf import dense_crf, unary_from_labels
+
+    if cams.ndim != 3 or image.ndim != 3 or cams.shape[-2:] != image.shape[-2:]:
+        raise LabkitError(f"need image [C,H,W] and CAMs [K,H,W] of one size, got {tuple(image.shape)}, {tuple(cams.shape)}")
+    mine_relations(cams[None], fg_threshold, bg_threshold)  # checks the thresholds and the maps
+    present = [k for k in range(cams.shape[0]) if float(cams[k].max()) > 0]
+    if not present:
+        return torch.zeros(cams.shape[-2:], dtype=torch.int64, device=cams.device)
+    keys = torch.tensor([0, *[k + 1 for k in present]], device=cams.device)
+    cams = cams[present]
+    labellings = [torch.cat([torch.full_like(cams[:1], t), cams]).argmax(dim=0) for t in (fg_threshold, bg_threshold)]
+    unary = torch.stack([unary_from_labels(lab, len(keys)) for lab in labellings])
+    fg, bg = keys[dense_crf(image, unary, **crf).argmax(dim=1)]
+    out = torch.where(fg > 0, fg, torch.full_like(fg, IGNORE))
+    return out.masked_fill_((fg == 0) & (bg == 0), 0)
