@@ -16,14 +16,18 @@ about 45 minutes of one CPU thread.  Stage 4's two models train the same number 
 (``--stage4-epochs`` x ``--stage4-steps``).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_irnet.py --out /tmp/bench_irnet
+
+``--stage1-from OLD_OUT/irnet`` reuses an earlier run's CAM network to try stages 2-4 in about 30 minutes.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -46,6 +50,9 @@ def main() -> None:
     parser.add_argument("--stage4-steps", type=int, default=50, help="optimiser steps per stage-4 epoch")
     parser.add_argument("--table-images", type=int, default=60, help="train images scored for Tables 1-2")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--stage1-from", type=Path, default=None, metavar="RUN",
+                        help="reuse the CAM network of an earlier run folder (OUT/irnet of a run of this script): "
+                             "stage 1 is skipped, stages 2-3 start afresh")
     parser.add_argument("--skip-stage4", action="store_true")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="irnet parameters")
     args = parser.parse_args()
@@ -61,8 +68,11 @@ def main() -> None:
     model = method.build_model(in_channels=3, num_classes=train_set.num_classes)
     kwargs = dict(device="cpu", seed=args.seed, progress=False, data_spec="synthetic:shapes")
     p = method.defaults
-    train(method, model, train_set, out_dir=run, epochs=args.epochs, batch_size=args.batch_size or p.batch_size,
-          lr=args.lr or p.lr, schedule=args.schedule or p.schedule, **kwargs)
+    if args.stage1_from is not None:
+        reuse_stage1(args.stage1_from, run, method, model)
+    else:
+        train(method, model, train_set, out_dir=run, epochs=args.epochs, batch_size=args.batch_size or p.batch_size,
+              lr=args.lr or p.lr, schedule=args.schedule or p.schedule, **kwargs)
     print(f"irnet stage 1: {time.perf_counter() - started:.0f} s", flush=True)
     method.post_train(model, train_set, out_dir=run, train_kwargs=kwargs)  # stage 3: irnet's irn_batch_size
     print(f"irnet stages 1-3 and pseudo labels: {time.perf_counter() - started:.0f} s", flush=True)
@@ -79,7 +89,8 @@ def main() -> None:
           f"({'propagated higher' if scores['miou_propagated'] > scores['miou_cam'] else 'NOT higher'})", flush=True)
     result = {"table1_ap50": table1, "miou_cam": scores["miou_cam"], "miou_propagated": scores["miou_propagated"],
               "table_images": scores["n_images"], "epochs": args.epochs, "irn_epochs": args.irn_epochs,
-              "train_images": args.train_images, "params": _overrides(args.set)}
+              "train_images": args.train_images, "params": _overrides(args.set),
+              "stage1_from": None if args.stage1_from is None else str(args.stage1_from)}
     if not args.skip_stage4:
         epochs = args.stage4_epochs
         for name, data in (("stage4", str(run / "pseudo_labels")), ("supervised", None)):
@@ -104,6 +115,27 @@ def main() -> None:
     result["seconds"] = time.perf_counter() - started
     (args.out / "bench_irnet.json").write_text(json.dumps(result, indent=2))
     print(f"total {result['seconds']:.0f} s; wrote {args.out / 'bench_irnet.json'}")
+
+
+def reuse_stage1(source: Path, run: Path, method: Any, model: torch.nn.Module) -> None:
+    """Stage 1 of an earlier run: its CAM network's weights into ``model`` (the displacement and boundary
+    network keeps its fresh initialisation), and ``run/model.pt`` as stage 1 would have written it for
+    ``method`` and ``model`` (the earlier checkpoint's training record and history, this run's parameters)."""
+    from labkit import checkpoint as ckpt
+
+    _, trained, _ = load_checkpoint(source)
+    state = model.state_dict()
+    cam = {k: v for k, v in trained.state_dict().items() if k.startswith(("own_backbones.cam.", "heads.cam."))}
+    if not cam or any(k not in state or state[k].shape != v.shape for k, v in cam.items()):
+        raise SystemExit(f"{source} holds no CAM network of this shape")
+    model.load_state_dict(state | cam)
+    record = ckpt.read_checkpoint(Path(source) / ckpt.CHECKPOINT_NAME)
+    for key in ("format", "version"):
+        record.pop(key, None)
+    record["method"] = {"key": method.key, "params": dataclasses.asdict(method.defaults)}
+    record["model"] = {"config": model.config, "state": model.state_dict()}
+    run.mkdir(parents=True, exist_ok=True)
+    ckpt.save_checkpoint(run / ckpt.CHECKPOINT_NAME, record)
 
 
 if __name__ == "__main__":
