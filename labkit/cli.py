@@ -17,7 +17,9 @@ log = logging.getLogger("labkit")
 
 
 def _parse_value(text: str) -> Any:
-    """``--set`` values: int, float, bool, None, or the string itself."""
+    """``--set`` values: int, float, bool, None, a comma-separated tuple of those, or the string itself."""
+    if "," in text:
+        return tuple(_parse_value(part.strip()) for part in text.split(",") if part.strip())
     lowered = text.lower()
     if lowered in ("true", "false"):
         return lowered == "true"

@@ -122,3 +122,12 @@ def test_train_schedule_choices_are_the_training_loops():
     train = build_parser()._subparsers._group_actions[0].choices["train"]
     schedule = next(a for a in train._actions if a.dest == "schedule")
     assert tuple(schedule.choices) == SCHEDULES and schedule.default is None  # None: the method's, else cosine
+
+
+def test_set_values_are_parsed():
+    from labkit import methods
+    from labkit.cli import _overrides
+
+    assert _overrides(["a=3", "b=0.5", "c=true", "d=none", "e=gap", "f=1,1.5,2.0", "g=0.9,"]) == {
+        "a": 3, "b": 0.5, "c": True, "d": None, "e": "gap", "f": (1, 1.5, 2.0), "g": (0.9,)}
+    assert methods.get("irnet", **_overrides(["cam_scales=1.0,1.5"])).defaults.cam_scales == (1.0, 1.5)
