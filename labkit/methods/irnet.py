@@ -61,6 +61,14 @@ Differences from the paper and the authors' code, chosen here:
   second UNet trained from scratch in stage 3, whose decoder merges all its
   levels (the paper's branches read the five levels of the frozen CAM
   backbone).  Stage 3 leaves the CAM network untouched (it gets no gradient).
+  It is shallow (``depth=2``, a receptive field of about 40 pixels) on
+  purpose: Eq. 5 constrains only differences of displacements within
+  same-class pairs, so a field that sends every foreground pixel to one
+  point of the image satisfies it as well as one that sends each to its own
+  instance's centroid.  The paper relies on the network not knowing where in
+  the image it is; a network that sees a whole 64 x 64 scene (and its zero
+  padding) does know, and at depth 4 it learnt the single-point field
+  (benchmarks/RESULTS.md).
 * Radii: the paper's 10 (training) and 5 (inference) are in pixels of a
   stride-4 map of ~500-pixel VOC images, about a third of an object's size;
   the defaults here, ``train_radius=5, infer_radius=3`` at full resolution,
@@ -69,6 +77,10 @@ Differences from the paper and the authors' code, chosen here:
 * Centroid candidates ``|D| < centroid_threshold`` (authors: 2.5, stride-4
   pixels; here 1.5 full-resolution pixels); refinement ``refine_steps=100``
   (the paper; the authors' code 300).
+* CAM scales 1.0, 1.5 and 2.0 (and flips): the authors' 0.5 is left out,
+  because at 64 x 64 it reads a 4 x 4 class map, a blob over the whole scene
+  (with it, the confident foreground mined from the CAMs was right about
+  the class for 55% of its pixels, without it 66%; benchmarks/RESULTS.md).
 * The dense CRF of stage 2 is labkit's own (``crf``, :mod:`labkit.clustering.dense_crf`;
   the authors' ``pydensecrf`` no longer builds), with the authors' settings.
 * The CAM head has a bias (labkit's heads are 1x1 convolutions with bias).
@@ -127,10 +139,10 @@ class IRNetParams:
     bg_level: float = 0.25  # background score after the walk
     min_area_fraction: float = 0.01  # pieces smaller than this fraction of the image are dropped
     walk_stride: int | None = None  # stride of the walk's maps (paper: 4); None: by image size (irnet_synthesis)
-    cam_scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)
+    cam_scales: tuple[float, ...] = (1.0, 1.5, 2.0)  # authors' 1.0, 0.5, 1.5, 2.0 without 0.5 (module docstring)
     cam_flip: bool = True
     width: int = 16  # UNet width (stage 3: displacement and boundary)
-    depth: int = 4  # UNet downsamplings
+    depth: int = 2  # UNet downsamplings (stage 3; shallow on purpose, module docstring)
     cam_width: int = 32  # stage 1: channels of the CAM encoder's first level
     cam_depth: int = 3  # stage 1: poolings of the CAM encoder (stride 2**cam_depth)
     epochs: int = 200  # stage 1 (CAM network): 200 x 50 steps of 16 on synthetic data (module docstring)
