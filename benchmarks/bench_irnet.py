@@ -45,7 +45,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="stage 1 batch size (default: irnet's)")
     parser.add_argument("--lr", type=float, default=None, help="stage 1 peak learning rate (default: irnet's)")
     parser.add_argument("--schedule", default=None, help="stage 1 learning-rate schedule (default: irnet's)")
-    parser.add_argument("--irn-epochs", type=int, default=2, help="stage 3 (displacement + boundary) epochs")
+    parser.add_argument("--irn-epochs", type=int, default=None,
+                        help="stage 3 (displacement + boundary) epochs (default: irnet's)")
     parser.add_argument("--stage4-epochs", type=int, default=30, help="epochs of both discriminative models")
     parser.add_argument("--stage4-steps", type=int, default=50, help="optimiser steps per stage-4 epoch")
     parser.add_argument("--table-images", type=int, default=60, help="train images scored for Tables 1-2")
@@ -63,7 +64,8 @@ def main() -> None:
     train_set = SyntheticScenes("shapes", split="train", num_samples=args.train_images, transform=RandomFlip())
     from labkit.cli import _overrides
 
-    method = methods.get("irnet", **{"irn_epochs": args.irn_epochs, **_overrides(args.set)})
+    stage3 = {} if args.irn_epochs is None else {"irn_epochs": args.irn_epochs}
+    method = methods.get("irnet", **{**stage3, **_overrides(args.set)})
     torch.manual_seed(args.seed)
     model = method.build_model(in_channels=3, num_classes=train_set.num_classes)
     kwargs = dict(device="cpu", seed=args.seed, progress=False, data_spec="synthetic:shapes")
@@ -88,7 +90,7 @@ def main() -> None:
     print(f"Table 2 (semantic mIoU): CAM {scores['miou_cam']:.3f}, propagated {scores['miou_propagated']:.3f} "
           f"({'propagated higher' if scores['miou_propagated'] > scores['miou_cam'] else 'NOT higher'})", flush=True)
     result = {"table1_ap50": table1, "miou_cam": scores["miou_cam"], "miou_propagated": scores["miou_propagated"],
-              "table_images": scores["n_images"], "epochs": args.epochs, "irn_epochs": args.irn_epochs,
+              "table_images": scores["n_images"], "epochs": args.epochs, "irn_epochs": method.defaults.irn_epochs,
               "train_images": args.train_images, "params": _overrides(args.set),
               "stage1_from": None if args.stage1_from is None else str(args.stage1_from)}
     if not args.skip_stage4:

@@ -149,7 +149,7 @@ class IRNetParams:
     batch_size: int = 16  # stage 1
     schedule: str = "onecycle"  # stage 1
     lr: float = 2e-3  # stage 1, peak of the one-cycle schedule
-    irn_epochs: int = 20  # stage 3 (displacement + boundary)
+    irn_epochs: int = 10  # stage 3 (displacement + boundary); 20 scored lower on shapes (benchmarks/RESULTS.md)
     irn_batch_size: int = 8
     irn_lr: float = 1e-3
     pooling: str = "gap"  # "gap" (the paper), "lse" (log-sum-exp, sharpness lse_r) or "max"
