@@ -96,14 +96,18 @@ def head_output(model: nn.Module, image: torch.Tensor, head: str) -> torch.Tenso
     return model(image)[head]
 
 
+def _check_thresholds(fg_threshold: float, bg_threshold: float) -> None:
+    if not 0 <= bg_threshold <= fg_threshold <= 1:
+        raise LabkitError(f"need 0 <= bg_threshold <= fg_threshold <= 1, got {bg_threshold}, {fg_threshold}")
+
+
 def mine_relations(cams: torch.Tensor, fg_threshold: float = 0.30, bg_threshold: float = 0.05) -> torch.Tensor:
     """Pseudo class map ``[B, H, W]`` int64 from normalised CAMs ``[B, K, H, W]`` of the classes 1..K.
 
     ``c`` (1..K) where the largest CAM, of class ``c``, exceeds ``fg_threshold``;
     0 where every CAM is below ``bg_threshold``; 255 (ignored) elsewhere.
     """
-    if not 0 <= bg_threshold <= fg_threshold <= 1:
-        raise LabkitError(f"need 0 <= bg_threshold <= fg_threshold <= 1, got {bg_threshold}, {fg_threshold}")
+    _check_thresholds(fg_threshold, bg_threshold)
     if cams.ndim != 4:
         raise LabkitError(f"CAMs must be [B,K,H,W], got shape {tuple(cams.shape)}")
     batch, _, height, width = cams.shape
@@ -133,7 +137,7 @@ def mine_relations_crf(image: torch.Tensor, cams: torch.Tensor, fg_threshold: fl
 
     if cams.ndim != 3 or image.ndim != 3 or cams.shape[-2:] != image.shape[-2:]:
         raise LabkitError(f"need image [C,H,W] and CAMs [K,H,W] of one size, got {tuple(image.shape)}, {tuple(cams.shape)}")
-    mine_relations(cams[None], fg_threshold, bg_threshold)  # checks the thresholds and the maps
+    _check_thresholds(fg_threshold, bg_threshold)
     present = [k for k in range(cams.shape[0]) if float(cams[k].max()) > 0]
     if not present:
         return torch.zeros(cams.shape[-2:], dtype=torch.int64, device=cams.device)
