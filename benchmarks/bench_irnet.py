@@ -69,10 +69,10 @@ def main() -> None:
     torch.manual_seed(args.seed)
     model = method.build_model(in_channels=3, num_classes=train_set.num_classes)
     kwargs = dict(device="cpu", seed=args.seed, progress=False, data_spec="synthetic:shapes")
-    p = method.defaults
     if args.stage1_from is not None:
         reuse_stage1(args.stage1_from, run, method, model)
     else:
+        p = method.defaults
         train(method, model, train_set, out_dir=run, epochs=args.epochs, batch_size=args.batch_size or p.batch_size,
               lr=args.lr or p.lr, schedule=args.schedule or p.schedule, **kwargs)
     print(f"irnet stage 1: {time.perf_counter() - started:.0f} s", flush=True)
@@ -125,13 +125,12 @@ def reuse_stage1(source: Path, run: Path, method: Any, model: torch.nn.Module) -
     ``method`` and ``model`` (the earlier checkpoint's training record and history, this run's parameters)."""
     from labkit import checkpoint as ckpt
 
-    _, trained, _ = load_checkpoint(source)
+    record = ckpt.read_checkpoint(Path(source) / ckpt.CHECKPOINT_NAME)
     state = model.state_dict()
-    cam = {k: v for k, v in trained.state_dict().items() if k.startswith(("own_backbones.cam.", "heads.cam."))}
+    cam = {k: v for k, v in record["model"]["state"].items() if k.startswith(("own_backbones.cam.", "heads.cam."))}
     if not cam or any(k not in state or state[k].shape != v.shape for k, v in cam.items()):
         raise SystemExit(f"{source} holds no CAM network of this shape")
     model.load_state_dict(state | cam)
-    record = ckpt.read_checkpoint(Path(source) / ckpt.CHECKPOINT_NAME)
     for key in ("format", "version"):
         record.pop(key, None)
     record["method"] = {"key": method.key, "params": dataclasses.asdict(method.defaults)}
