@@ -65,6 +65,29 @@ def test_piece_gap_also_joins_the_pieces_of_an_object_cut_by_another_on_top():
         discretize(f, piece_gap=-1)
 
 
+def test_edge_threshold_cuts_touching_objects_along_the_step_between_their_values():
+    f = torch.zeros(20, 40)
+    f[5:15, 2:15], f[5:15, 15:30] = 2.0, 2.2  # touching, 0.2 apart: one cluster at both bandwidths
+    f[5:15, 32:38] = torch.linspace(2.0, 2.25, 6)  # a smooth ramp of 0.05 a pixel: no edge inside
+    plain = discretize(f)
+    assert sorted(plain.areas.tolist()) == [60, 280]
+    cut = discretize(f, edge_threshold=0.15)
+    assert sorted(cut.areas.tolist()) == [60, 130, 150]
+    left, right = (cut.masks[cut.areas == a][0] for a in (130, 150))
+    assert left[5:15, 2:15].all() and right[5:15, 15:30].all()  # the edge pixels went back to their own side
+    assert discretize(f, edge_threshold=0.3).areas.tolist() == plain.areas.tolist()  # the step is below 0.3
+    with pytest.raises(LabkitError, match="edge_threshold"):
+        discretize(f, edge_threshold=0)
+
+
+def test_edge_threshold_drops_a_cluster_that_is_all_edge():
+    f = torch.zeros(20, 20)
+    f[5:15, 9] = 2.0  # a one-pixel line: every pixel's 3x3 neighbourhood reaches the background
+    f[5:15, 12:18] = 3.0
+    c = discretize(f, (0.4,), edge_threshold=1.0)
+    assert c.areas.tolist() == [60]  # the block, grown back over its own rim; the line has no core
+
+
 def test_small_and_low_valued_candidates_are_dropped():
     f = torch.zeros(20, 40)
     f[2:12, 2:12] = 2.0

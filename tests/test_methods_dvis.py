@@ -62,6 +62,7 @@ def test_loss_terms_and_ignore_pixels():
     (dict(pairwise_weight=-1.0), "pairwise_weight"),
     (dict(negative_iou=0.5, positive_iou=0.2), "negative_iou"),
     (dict(verifier_augment="rot45"), "verifier_augment"),
+    (dict(edge_threshold=0.0), "edge_threshold"),
     (dict(nope=1), "unknown parameter"),
 ])
 def test_bad_parameters(overrides, needle):
@@ -80,6 +81,17 @@ def test_decode_without_verifier_gives_the_plateaus():
     with pytest.raises(LabkitError, match="unknown decoding"):
         method.decode(three_plateau_outputs(), bandwidth=0.5)
     assert set(method.decode_grid()) <= set(method.DECODE_KEYS)
+
+
+def test_decode_cuts_touching_plateaus_at_the_edge_threshold():
+    f = torch.zeros(1, 1, 20, 40)
+    f[..., 5:15, 2:15], f[..., 5:15, 15:30] = 2.0, 2.2  # touching, 0.2 apart: one mean-shift cluster
+    outputs = {"label": f}
+    assert len(methods.get("dvis").decode(outputs)[0]["ids"]) == 1
+    assert len(methods.get("dvis").decode(outputs, edge_threshold=0.15)[0]["ids"]) == 2
+    assert len(methods.get("dvis", edge_threshold=0.15).decode(outputs)[0]["ids"]) == 2
+    assert methods.get("dvis", edge_threshold=0.15).decode(outputs, edge_threshold=None)[0]["ids"].numel() == 1
+    assert None in methods.get("dvis").decode_grid()["edge_threshold"]
 
 
 def test_candidates_prediction_paints_the_best_on_top():

@@ -32,8 +32,8 @@ supplementary finds important).
 Decoding (Sec. 4): :func:`labkit.clustering.discretize.discretize` turns the
 label map into candidates (1-D mean shift at bandwidths 0.9 and 0.4,
 connected pieces (with ``piece_gap``, also pieces joined across narrow
-gaps), small and low-valued pieces dropped, the two bandwidths pooled
-without duplicates).  Without a verification head every candidate is
+gaps; with ``edge_threshold``, also cut where the map jumps), small and
+low-valued pieces dropped, the two bandwidths pooled without duplicates).  Without a verification head every candidate is
 kept with score 1 and class 1.  With one (``verifier``: the folder that
 :meth:`DVIS.post_train` trains, ``RUN_DIR/verification``), each candidate is
 classified and its IoU predicted (:mod:`labkit.models.verification`), its
@@ -60,7 +60,13 @@ network gave a quarter to a third of the touching pairs one level (merged
 by the discretisation; ``benchmarks/diag_dvis_touching.py``, figures in
 benchmarks/RESULTS.md, own-images section).  Synthetic families keep the
 paper's, with which the shapes figures were measured (the sticks figures use
-uniform pairs and ``piece_gap``; ``benchmarks/bench_dvis.py`` says why).  A folder
+uniform pairs and ``piece_gap``; ``benchmarks/bench_dvis.py`` says why).  A folder's
+models are also decoded with ``edge_threshold = 0.3`` (ours): even with the
+stronger pairwise term, some touching nuclei keep values closer than the
+mean shift separates, but the map still steps between them (its 3x3 range
+is far larger on the border between two touching nuclei than inside one, as
+the Mumford-Shah term of Eq. 7 shapes it), so cutting the clusters at steps
+above ``0.3 m2`` parts them; ``labkit tune`` also tries none and ``0.5 m2``.  A folder
 also keeps 40 epochs (of 20 steps): the 50 of the synthetic families were
 chosen on ``shapes``, and on the nuclei folder one run of 50 did not do
 better than the runs of 40 (RESULTS) while training a quarter longer.
@@ -122,6 +128,7 @@ class DVISParams:
     duplicate_iou: float = 0.9  # pooled candidates overlapping an earlier one this much are duplicates
     max_candidates: int | None = 40  # largest kept per image (authors: 40 on VOC)
     piece_gap: int = 0  # > 0: a cluster's pieces within ~2x this many pixels also form one candidate (ours)
+    edge_threshold: float | None = None  # cut clusters where the map's 3x3 range exceeds this (ours)
     verifier_epochs: int = 60  # second stage; 0 = no verification head
     verifier_lr: float = 1e-3
     roi_size: int = 14
@@ -162,6 +169,8 @@ def check_params(p: DVISParams) -> None:
     if not 0 <= p.negative_iou <= p.positive_iou <= 1:
         raise LabkitError(
             f"dvis: need 0 <= negative_iou <= positive_iou <= 1, got {p.negative_iou}, {p.positive_iou}")
+    if p.edge_threshold is not None and not p.edge_threshold > 0:
+        raise LabkitError(f"dvis: edge_threshold must be > 0 or None, got {p.edge_threshold}")
     check_min_visible(p.min_visible)
     if not 0 <= p.class_weight <= 1:
         raise LabkitError(f"dvis: class_weight must be in [0, 1], got {p.class_weight}")
@@ -174,7 +183,7 @@ class DVIS(Method):
     key = "dvis"
     task = "instance"
     Params = DVISParams
-    folder_params = {"different_weight": 3.0, "min_pair_loss": 1e-2, "epochs": 40}
+    folder_params = {"different_weight": 3.0, "min_pair_loss": 1e-2, "epochs": 40, "edge_threshold": 0.3}
 
     def __init__(self, **overrides: Any) -> None:
         if "bandwidths" in overrides and overrides["bandwidths"] is not None:
@@ -240,17 +249,19 @@ class DVIS(Method):
 
     # -- inference -------------------------------------------------------
     def decode_grid(self) -> dict[str, list[Any]]:
-        """Foreground threshold, smallest candidate, verification threshold and the instance map's ``min_visible``."""
+        """Foreground threshold, smallest candidate, edge cut, verification threshold and the map's ``min_visible``."""
         t = self.fg_threshold
+        m2 = float(self.defaults.m2)
         return {
             "fg_threshold": [round(0.5 * t, 3), t, round(1.5 * t, 3)],
             "min_area": [4, 8, 16],
+            "edge_threshold": [None, round(0.3 * m2, 3), round(0.5 * m2, 3)],
             "verify_threshold": [0.05, 0.2, 0.4],
             "min_visible": [0.0, 0.3, 0.5],
         }
 
     DECODE_KEYS = ("bandwidths", "fg_threshold", "min_area", "min_mean", "duplicate_iou", "max_candidates",
-                   "piece_gap", "verifier", "verify", "verify_threshold", "class_weight", "min_visible")
+                   "piece_gap", "edge_threshold", "verifier", "verify", "verify_threshold", "class_weight", "min_visible")
 
     def decode(self, outputs: Outputs, **params: Any) -> list[Prediction]:
         """One prediction per image; ``params`` override the decoding defaults.
@@ -304,6 +315,7 @@ class DVIS(Method):
             "duplicate_iou": float(params.get("duplicate_iou", p.duplicate_iou)),
             "max_candidates": params.get("max_candidates", p.max_candidates),
             "piece_gap": int(params.get("piece_gap", p.piece_gap)),
+            "edge_threshold": params.get("edge_threshold", p.edge_threshold),
         }
 
     def candidates(self, f: Tensor, **opts: Any):
