@@ -26,8 +26,9 @@ and different instances at least ``m2 = 1`` apart).  Discretisation:
    paper, which has no step 3; the verification head picks between the two).
    With ``edge_threshold = t``, a cluster is also cut where the label map
    jumps: pixels whose 3x3 neighbourhood spans more than ``t`` are left out,
-   the rest split into connected pieces, and the left-out pixels then join
-   the nearest piece of their own cluster (ours).  The Mumford-Shah term
+   the rest split into connected pieces, and each left-out pixel then joins
+   the nearest piece if that piece is of its own cluster (ours; otherwise
+   it stays out: a rim pixel where two clusters meet).  The Mumford-Shah term
    (Eq. 7) makes the map smooth inside an instance and lets it jump only at
    edges, so two touching objects whose values ended up too close for the
    mean shift are still parted by the step between them;
@@ -188,8 +189,8 @@ def discretize(
 def _connected_pieces(clusters: np.ndarray, edge: np.ndarray | None) -> np.ndarray:
     """Piece map (0 = background) of a cluster map (-1 = background): 8-connected pieces, cut along ``edge``.
 
-    With ``edge``, pieces are formed without the edge pixels, which then join
-    the nearest piece of their own cluster (none if their cluster has no other pixel).
+    With ``edge``, pieces are formed without the edge pixels; each then joins the
+    nearest piece when that piece is of its own cluster, else it stays background.
     """
     if edge is None:
         return connected_label(clusters + 1, background=0, connectivity=2).astype(np.int64)

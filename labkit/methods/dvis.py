@@ -33,8 +33,8 @@ Decoding (Sec. 4): :func:`labkit.clustering.discretize.discretize` turns the
 label map into candidates (1-D mean shift at bandwidths 0.9 and 0.4,
 connected pieces (with ``piece_gap``, also pieces joined across narrow
 gaps; with ``edge_threshold``, also cut where the map jumps), small and
-low-valued pieces dropped, the two bandwidths pooled without duplicates).  Without a verification head every candidate is
-kept with score 1 and class 1.  With one (``verifier``: the folder that
+low-valued pieces dropped, the two bandwidths pooled without duplicates).
+Without a verification head every candidate is kept with score 1 and class 1.  With one (``verifier``: the folder that
 :meth:`DVIS.post_train` trains, ``RUN_DIR/verification``), each candidate is
 classified and its IoU predicted (:mod:`labkit.models.verification`), its
 score is ``class_weight * class confidence + (1 - class_weight) * predicted
@@ -261,13 +261,14 @@ class DVIS(Method):
         }
 
     DECODE_KEYS = ("bandwidths", "fg_threshold", "min_area", "min_mean", "duplicate_iou", "max_candidates",
-                   "piece_gap", "edge_threshold", "verifier", "verify", "verify_threshold", "class_weight", "min_visible")
+                   "piece_gap", "edge_threshold", "verifier", "verify", "verify_threshold", "class_weight",
+                   "min_visible")
 
     def decode(self, outputs: Outputs, **params: Any) -> list[Prediction]:
         """One prediction per image; ``params`` override the decoding defaults.
 
         Accepted: ``bandwidths``, ``fg_threshold``, ``min_area``, ``min_mean``,
-        ``duplicate_iou``, ``max_candidates``, ``piece_gap`` (discretisation), ``verifier``
+        ``duplicate_iou``, ``max_candidates``, ``piece_gap``, ``edge_threshold`` (discretisation), ``verifier``
         (a verification run folder or checkpoint, or a
         :class:`~labkit.models.verification.VerificationHead`), ``verify``
         (False: keep every candidate with score 1), ``verify_threshold``,
