@@ -197,9 +197,9 @@ def test_folder_defaults_apply_to_image_folders_only_and_set_wins(tmp_path, capl
                         **{**options, "steps_per_epoch": 1})
     assert read_checkpoint(tmp_path / "synthetic")["method"]["params"]["pair_weighting"] == "paper"
     dvis = methods.get("dvis", folder=True).defaults  # the authors' code's pairwise term on a folder
-    assert (dvis.different_weight, dvis.min_pair_loss, dvis.epochs) == (3.0, 1e-2, 40)
+    assert (dvis.different_weight, dvis.min_pair_loss, dvis.epochs, dvis.edge_threshold) == (3.0, 1e-2, 40, 0.3)
     paper = methods.get("dvis").defaults
-    assert (paper.different_weight, paper.min_pair_loss, paper.epochs) == (1.0, 0.0, 50)
+    assert (paper.different_weight, paper.min_pair_loss, paper.epochs, paper.edge_threshold) == (1.0, 0.0, 50, None)
     own_hle, paper_hle = methods.get("hle", folder=True).defaults, methods.get("hle").defaults
-    assert (own_hle.seed_weight, own_hle.epochs) == (10.0, 45)  # SpatialEmbeddings' seed weight, longer
+    assert (own_hle.seed_weight, own_hle.epochs) == (10.0, 60)  # SpatialEmbeddings' seed weight, longer
     assert (paper_hle.seed_weight, paper_hle.epochs) == (1.0, 30)
