@@ -99,6 +99,17 @@ def test_small_and_low_valued_candidates_are_dropped():
     assert len(discretize(f, max_candidates=1, min_area=1)) == 1
 
 
+def test_min_radius_drops_the_band_of_in_between_values_where_two_objects_touch():
+    f = torch.zeros(14, 24)
+    f[2:12, 1:10], f[2:12, 10:13], f[2:12, 13:22] = 2.0, 3.0, 4.0  # a 3-pixel step band between two blocks
+    assert sorted(discretize(f, (0.9,)).areas.tolist()) == [30, 90, 90]
+    c = discretize(f, (0.9,), min_radius=3)
+    assert sorted(c.areas.tolist()) == [90, 90] and torch.allclose(c.values.sort().values, torch.tensor([2.0, 4.0]))
+    assert len(discretize(f, (0.9,), min_radius=2)) == 3  # the band's radius is 2
+    with pytest.raises(LabkitError, match="min_radius"):
+        discretize(f, min_radius=-1)
+
+
 def test_empty_map_and_duplicates_across_bandwidths():
     c = discretize(torch.zeros(10, 10))
     assert len(c) == 0 and c.masks.shape == (0, 10, 10)

@@ -412,7 +412,7 @@ def test_split_components_and_classes_equal_the_cluster_by_cluster_definition(mi
 def test_decode_grid_sweeps_delta_around_the_tied_value_and_decode_accepts_it():
     method = methods.get("recurrent")
     grid = method.decode_grid()
-    assert set(grid) == {"delta", "min_area"}
+    assert set(grid) == {"delta", "min_area", "min_radius"} and grid["min_radius"] == [0.0, 4.0]
     assert grid["delta"] == pytest.approx([6 * 0.5**0.5, 6.0, 6 * 2**0.5, 12.0], rel=1e-4)  # concentration x 0.5..4
     assert grid["min_area"] == [8, 32]
     assert methods.get("recurrent", min_area=5).decode_grid()["min_area"] == [5, 20]

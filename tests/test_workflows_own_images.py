@@ -200,6 +200,8 @@ def test_folder_defaults_apply_to_image_folders_only_and_set_wins(tmp_path, capl
     assert (dvis.different_weight, dvis.min_pair_loss, dvis.epochs, dvis.edge_threshold) == (3.0, 1e-2, 40, 0.3)
     paper = methods.get("dvis").defaults
     assert (paper.different_weight, paper.min_pair_loss, paper.epochs, paper.edge_threshold) == (1.0, 0.0, 50, None)
+    for key in ("discriminative", "recurrent", "dvis"):  # thin bands between touching objects join their neighbours
+        assert methods.get(key, folder=True).defaults.min_radius == 4.0 and methods.get(key).defaults.min_radius == 0
     own_hle, paper_hle = methods.get("hle", folder=True).defaults, methods.get("hle").defaults
     assert (own_hle.seed_weight, own_hle.epochs) == (10.0, 60)  # SpatialEmbeddings' seed weight, longer
     assert (paper_hle.seed_weight, paper_hle.epochs) == (1.0, 30)

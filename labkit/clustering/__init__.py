@@ -12,6 +12,8 @@
   :func:`best_bandwidth`: embedding map -> instance map -> metrics, per bandwidth.
 * :func:`dense_crf` / :func:`crf_inference_label`: a fully connected CRF (Krähenbühl & Koltun), IRNet's
   refinement of confident CAM areas.
+* :func:`instance_radii` / :func:`absorb_thin_instances`: how thick each instance is; thin bands between
+  touching objects (a mean-shift artefact) given to their neighbours.
 * :func:`thomson_points` / :func:`thomson_energy`: even spreads of points on a sphere (HLE's class means).
 * :func:`spatial_features`, :func:`embedding_points`, :func:`pixel_coordinates`;
   :func:`labkit.clustering.demo.synthetic_embedding_map` for teaching.
@@ -23,6 +25,7 @@ from labkit.clustering.meanshift1d import mean_shift_1d
 from labkit.clustering.recurrent import RecurrentMeanShift, delta_from_margin, recurrent_mean_shift
 from labkit.clustering.seeded import seeded_mean_shift
 from labkit.clustering.spatial import embedding_points, pixel_coordinates, spatial_features
+from labkit.clustering.thin import absorb_thin_instances, instance_radii
 from labkit.clustering.thomson import thomson_energy, thomson_points
 from labkit.clustering.sweep import bandwidth_sweep, best_bandwidth, cluster_map, score_instances
 
@@ -30,6 +33,7 @@ __all__ = [
     "Candidates",
     "MeanShift",
     "RecurrentMeanShift",
+    "absorb_thin_instances",
     "bandwidth_sweep",
     "best_bandwidth",
     "cluster_map",
@@ -39,6 +43,7 @@ __all__ = [
     "discretize",
     "embedding_points",
     "estimate_bandwidth",
+    "instance_radii",
     "mean_shift",
     "mean_shift_1d",
     "pixel_coordinates",

@@ -34,7 +34,11 @@ and different instances at least ``m2 = 1`` apart).  Discretisation:
    mean shift are still parted by the step between them;
 4. pieces smaller than ``min_area`` pixels or with a mean value below
    ``min_mean`` are dropped ("small and low-valued candidates"; the authors'
-   code: mean value > 0.3 and a minimum area);
+   code: mean value > 0.3 and a minimum area), and with ``min_radius = r >
+   0`` pieces thinner than ``r`` (:func:`labkit.clustering.thin.instance_radii`,
+   measured against the other pieces and the background; ours): where the
+   map steps from one object's value to a touching one's, the pixels of the
+   step take values in between and can form a thin cluster of their own;
 5. the candidates of all bandwidths are pooled, the first bandwidth's first,
    and a candidate whose mask overlaps an earlier one with IoU >=
    ``duplicate_iou`` is removed as a duplicate.
@@ -57,6 +61,7 @@ from skimage.segmentation import expand_labels
 from torch import Tensor
 
 from labkit.clustering.meanshift1d import mean_shift_1d
+from labkit.clustering.thin import instance_radii
 from labkit.errors import DataError, LabkitError
 
 
@@ -94,6 +99,7 @@ def discretize(
     max_candidates: int | None = None,
     piece_gap: int = 0,
     edge_threshold: float | None = None,
+    min_radius: float = 0.0,
 ) -> Candidates:
     """The candidate instances of one label map ``[H,W]`` (steps 1-5 of the module docstring).
 
@@ -121,6 +127,8 @@ def discretize(
         raise LabkitError(f"piece_gap must be >= 0, got {piece_gap}")
     if edge_threshold is not None and not float(edge_threshold) > 0:
         raise LabkitError(f"edge_threshold must be > 0 or None, got {edge_threshold}")
+    if not float(min_radius) >= 0:
+        raise LabkitError(f"min_radius must be >= 0, got {min_radius}")
     min_mean = float(fg_threshold if min_mean is None else min_mean)
     height, width = f.shape
     fg = f > fg_threshold
@@ -148,6 +156,9 @@ def discretize(
         mean = np.bincount(flat, weights=values.ravel(), minlength=n + 1) / np.maximum(area, 1)
         good = (area >= int(min_area)) & (mean >= min_mean)
         good[0] = False
+        if float(min_radius) > 0:
+            ids, radii = instance_radii(pieces)
+            good[ids[radii < float(min_radius)]] = False
         keep = good.copy()
         for prev, prev_area in zip(kept_maps, counts):
             m = int(prev.max())

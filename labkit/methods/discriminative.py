@@ -63,6 +63,12 @@ Differences from the authors' code and the paper, chosen here:
   instance; decoding pools the same way (an instance's class has the highest
   mean log-probability over its pixels).
 
+* On an image folder (``folder_params``, a user's few real images, as
+  ``labkit train --data DIR`` does) instances thinner than ``min_radius = 4``
+  join their neighbours (:func:`labkit.clustering.absorb_thin_instances`):
+  the pixels between two touching objects can embed between the two and
+  form a thin cluster of their own, a false positive.
+
 The measurements behind these choices (dated, with their commands) are in
 ``benchmarks/RESULTS.md``.
 """
@@ -80,8 +86,8 @@ from labkit.losses import discriminative_loss
 from labkit.methods import register
 from labkit.methods.base import Batch, Method, Outputs, Prediction
 from labkit.methods.embedding import (
-    build_prediction, empty_prediction, foreground, semantic_target, split_classes, split_components,
-    unet_defaults,
+    THIN_RADIUS, build_prediction, empty_prediction, foreground, radius_grid, semantic_target, split_classes,
+    split_components, unet_defaults,
 )
 from labkit.methods.semantic import instance_cross_entropy, semantic_cross_entropy
 
@@ -111,6 +117,7 @@ class DiscriminativeParams:
     merge_radius: float | None = None  # modes this close to a larger one merge into it; None = delta_d
     assign_radius: float | None = None  # pixels farther from every mode stay unlabelled; None = delta_d
     min_area: int = 8  # smallest instance kept, in pixels
+    min_radius: float = 0.0  # thinner instances join their neighbours (absorb_thin_instances); 0 = off
     max_seeds: int | None = None  # seeds tried per image; None = foreground pixels / 64, within [256, MAX_SEEDS]
     split_components: bool = False  # spatially separate pieces of one cluster become separate instances
     # with split_components: a piece needs this fraction of its cluster's largest piece to stand alone
@@ -130,6 +137,7 @@ class Discriminative(Method):
     key = "discriminative"
     task = "instance"
     Params = DiscriminativeParams
+    folder_params = {"min_radius": THIN_RADIUS}
 
     def heads(self, num_classes: int) -> dict[str, int]:
         """``embedding`` (``embedding_dim`` channels) and ``semantic`` (one logit per class)."""
@@ -164,19 +172,21 @@ class Discriminative(Method):
 
     def decode_grid(self) -> dict[str, list[Any]]:
         """What ``labkit tune`` sweeps: the mean-shift bandwidth (0.5 to 1.5 x the default, delta_v),
-        splitting clusters into their connected pieces, and the smallest instance kept (1 and 4 x min_area)."""
+        splitting clusters into their connected pieces, the smallest instance kept (1 and 4 x min_area) and
+        ``min_radius`` (off, and the folder default :data:`~labkit.methods.embedding.THIN_RADIUS`)."""
         p = self.defaults
         bandwidth = p.delta_v if p.bandwidth is None else p.bandwidth
         return {
             "bandwidth": [round(bandwidth * f, 4) for f in (0.5, 0.75, 1.0, 1.5)],
             "split_components": [p.split_components, not p.split_components],
             "min_area": [p.min_area, 4 * p.min_area],
+            "min_radius": radius_grid(p.min_radius),
         }
 
     def decode(self, outputs: Outputs, **params: Any) -> list[Prediction]:
         """One scored prediction per image; ``params`` override the decoding defaults.
 
-        Accepted: ``bandwidth``, ``merge_radius``, ``assign_radius``, ``min_area``, ``max_seeds``,
+        Accepted: ``bandwidth``, ``merge_radius``, ``assign_radius``, ``min_area``, ``min_radius``, ``max_seeds``,
         ``split_components`` (off by default: a stick crossed by another is in two pieces),
         ``piece_fraction`` (see :func:`labkit.methods.embedding.split_components`), ``per_class``
         and ``things`` (class ids that count as objects; default: every
@@ -188,8 +198,8 @@ class Discriminative(Method):
 
     def _decode_options(self, params: dict[str, Any]) -> dict[str, Any]:
         known = {
-            "bandwidth", "merge_radius", "assign_radius", "min_area", "max_seeds", "split_components", "per_class",
-            "things", "piece_fraction",
+            "bandwidth", "merge_radius", "assign_radius", "min_area", "min_radius", "max_seeds", "split_components",
+            "per_class", "things", "piece_fraction",
         }
         unknown = sorted(set(params) - known)
         if unknown:
@@ -203,6 +213,7 @@ class Discriminative(Method):
             "merge_radius": float(p.delta_d if merge is None else merge),
             "assign_radius": float(p.delta_d if radius is None else radius),
             "min_area": int(params.get("min_area", p.min_area)),
+            "min_radius": float(params.get("min_radius", p.min_radius)),
             "max_seeds": params.get("max_seeds", p.max_seeds),
             "split": bool(params.get("split_components", p.split_components)),
             "piece_fraction": float(params.get("piece_fraction", p.piece_fraction)),
@@ -213,7 +224,7 @@ class Discriminative(Method):
     def decode_one(
         self, embedding: Tensor, logits: Tensor, *, bandwidth: float, merge_radius: float,
         assign_radius: float, min_area: int, max_seeds: int | None, split: bool, per_class: bool,
-        things: Any = None, piece_fraction: float = 0.0,
+        things: Any = None, piece_fraction: float = 0.0, min_radius: float = 0.0,
     ) -> Prediction:
         """Cluster one image's embedding ``[D,H,W]`` inside the foreground of ``logits [K,H,W]``."""
         height, width = embedding.shape[1:]
@@ -233,7 +244,7 @@ class Discriminative(Method):
             labels, quality = split_classes(labels, probs[1:].argmax(dim=0) + 1, quality)
         if split:
             labels, quality = split_components(labels, quality, min_fraction=piece_fraction)
-        return build_prediction(labels, probs, quality, min_area=min_area)
+        return build_prediction(labels, probs, quality, min_area=min_area, min_radius=min_radius)
 
 
 def cluster_embeddings(

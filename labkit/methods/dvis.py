@@ -66,7 +66,11 @@ stronger pairwise term, some touching nuclei keep values closer than the
 mean shift separates, but the map still steps between them (its 3x3 range
 is far larger on the border between two touching nuclei than inside one, as
 the Mumford-Shah term of Eq. 7 shapes it), so cutting the clusters at steps
-above ``0.3 m2`` parts them; ``labkit tune`` also tries none and ``0.5 m2``.  A folder
+above ``0.3 m2`` parts them; ``labkit tune`` also tries none and ``0.5 m2``.  Where
+the map steps from one nucleus's value to a touching one's, the step's
+pixels take the values in between and form a thin candidate of their own, a
+false positive: a folder's models drop candidates thinner than ``min_radius =
+4`` (ours, :func:`labkit.clustering.instance_radii`; tune also tries 0).  A folder
 also keeps 40 epochs (of 20 steps): the 50 of the synthetic families were
 chosen on ``shapes``, and on the nuclei folder one run of 50 did not do
 better than the runs of 40 (RESULTS) while training a quarter longer.
@@ -95,7 +99,7 @@ from labkit.errors import LabkitError
 from labkit.losses.dvis import SAMPLINGS, dvis_loss, stratified_offsets
 from labkit.methods import register
 from labkit.methods.base import Batch, Method, Outputs, Prediction
-from labkit.methods.embedding import empty_prediction, unet_defaults
+from labkit.methods.embedding import THIN_RADIUS, empty_prediction, radius_grid, unet_defaults
 from labkit.models.verification import ORIENTATIONS
 
 log = logging.getLogger(__name__)
@@ -129,6 +133,7 @@ class DVISParams:
     max_candidates: int | None = 40  # largest kept per image (authors: 40 on VOC)
     piece_gap: int = 0  # > 0: a cluster's pieces within ~2x this many pixels also form one candidate (ours)
     edge_threshold: float | None = None  # cut clusters where the map's 3x3 range exceeds this (ours)
+    min_radius: float = 0.0  # drop candidates thinner than this, pixels (ours; discretize step 4)
     verifier_epochs: int = 60  # second stage; 0 = no verification head
     verifier_lr: float = 1e-3
     roi_size: int = 14
@@ -171,6 +176,8 @@ def check_params(p: DVISParams) -> None:
             f"dvis: need 0 <= negative_iou <= positive_iou <= 1, got {p.negative_iou}, {p.positive_iou}")
     if p.edge_threshold is not None and not p.edge_threshold > 0:
         raise LabkitError(f"dvis: edge_threshold must be > 0 or None, got {p.edge_threshold}")
+    if not p.min_radius >= 0:
+        raise LabkitError(f"dvis: min_radius must be >= 0, got {p.min_radius}")
     check_min_visible(p.min_visible)
     if not 0 <= p.class_weight <= 1:
         raise LabkitError(f"dvis: class_weight must be in [0, 1], got {p.class_weight}")
@@ -183,7 +190,9 @@ class DVIS(Method):
     key = "dvis"
     task = "instance"
     Params = DVISParams
-    folder_params = {"different_weight": 3.0, "min_pair_loss": 1e-2, "epochs": 40, "edge_threshold": 0.3}
+    folder_params = {
+        "different_weight": 3.0, "min_pair_loss": 1e-2, "epochs": 40, "edge_threshold": 0.3, "min_radius": THIN_RADIUS,
+    }
 
     def __init__(self, **overrides: Any) -> None:
         if "bandwidths" in overrides and overrides["bandwidths"] is not None:
@@ -249,27 +258,29 @@ class DVIS(Method):
 
     # -- inference -------------------------------------------------------
     def decode_grid(self) -> dict[str, list[Any]]:
-        """Foreground threshold, smallest candidate, edge cut, verification threshold and the map's ``min_visible``."""
+        """Foreground threshold, smallest candidate, edge cut, thinnest candidate, verification threshold and the
+        map's ``min_visible``."""
         t = self.fg_threshold
         m2 = float(self.defaults.m2)
         return {
             "fg_threshold": [round(0.5 * t, 3), t, round(1.5 * t, 3)],
             "min_area": [4, 8, 16],
             "edge_threshold": [None, round(0.3 * m2, 3), round(0.5 * m2, 3)],
+            "min_radius": radius_grid(self.defaults.min_radius),
             "verify_threshold": [0.05, 0.2, 0.4],
             "min_visible": [0.0, 0.3, 0.5],
         }
 
     DECODE_KEYS = ("bandwidths", "fg_threshold", "min_area", "min_mean", "duplicate_iou", "max_candidates",
-                   "piece_gap", "edge_threshold", "verifier", "verify", "verify_threshold", "class_weight",
+                   "piece_gap", "edge_threshold", "min_radius", "verifier", "verify", "verify_threshold", "class_weight",
                    "min_visible")
 
     def decode(self, outputs: Outputs, **params: Any) -> list[Prediction]:
         """One prediction per image; ``params`` override the decoding defaults.
 
         Accepted: ``bandwidths``, ``fg_threshold``, ``min_area``, ``min_mean``,
-        ``duplicate_iou``, ``max_candidates``, ``piece_gap``, ``edge_threshold`` (discretisation), ``verifier``
-        (a verification run folder or checkpoint, or a
+        ``duplicate_iou``, ``max_candidates``, ``piece_gap``, ``edge_threshold``,
+        ``min_radius`` (discretisation), ``verifier`` (a verification run folder or checkpoint, or a
         :class:`~labkit.models.verification.VerificationHead`), ``verify``
         (False: keep every candidate with score 1), ``verify_threshold``,
         ``class_weight``, ``min_visible`` (see :func:`candidates_prediction`).
@@ -317,6 +328,7 @@ class DVIS(Method):
             "max_candidates": params.get("max_candidates", p.max_candidates),
             "piece_gap": int(params.get("piece_gap", p.piece_gap)),
             "edge_threshold": params.get("edge_threshold", p.edge_threshold),
+            "min_radius": float(params.get("min_radius", p.min_radius)),
         }
 
     def candidates(self, f: Tensor, **opts: Any):

@@ -6,6 +6,10 @@ predicted foreground pixels (:func:`foreground`); :func:`build_prediction`
 turns the resulting cluster map into a prediction (DESIGN.md, "Data contract"):
 
 * clusters smaller than ``min_area`` pixels are dropped;
+* clusters thinner than ``min_radius`` (off by default) give their pixels to
+  their neighbours (:func:`absorb_thin_instances`): mean shift leaves the
+  pixels on the border between two touching objects, whose embeddings lie
+  between the two objects', as a band of their own, a false positive;
 * an instance's class is the *foreground* class (one of ``1..K-1``, never
   background) with the highest mean log-probability over its pixels, the
   pooling :func:`labkit.methods.semantic.instance_cross_entropy` trains (a
@@ -29,6 +33,7 @@ import torch
 from skimage import measure
 from torch import Tensor
 
+from labkit.clustering.thin import absorb_thin_instances
 from labkit.methods.base import Batch, Prediction
 
 
@@ -74,6 +79,7 @@ def build_prediction(
     quality: Tensor | None = None,
     *,
     min_area: int = 1,
+    min_radius: float = 0.0,
 ) -> Prediction:
     """A scored prediction from a cluster map.
 
@@ -83,6 +89,8 @@ def build_prediction(
         quality: float ``[N]`` in ``[0, 1]``, one per cluster (default 1); ``N`` may
             exceed ``labels.max()`` (clusters without pixels are dropped).
         min_area: clusters with fewer pixels are dropped.
+        min_radius: clusters thinner than this give their pixels to their
+            neighbours first (:func:`absorb_thin_instances`; 0 = off).
 
     Returns:
         ``instances`` (ids renumbered ``1..M`` by decreasing score), ``ids``,
@@ -90,6 +98,8 @@ def build_prediction(
     """
     height, width = labels.shape
     labels = labels.to(torch.int64)
+    if min_radius > 0:
+        labels = absorb_thin_instances(labels, min_radius)
     n = int(labels.max()) if labels.numel() else 0
     if quality is not None:
         n = max(n, len(quality))
@@ -119,6 +129,17 @@ def build_prediction(
         "classes": cls[keep] + 1,
         "scores": scores[keep].float(),
     }
+
+
+#: ``min_radius`` on an image folder (``folder_params``), pixels: bands up to 6 pixels wide between touching
+#: objects join their neighbours, objects thicker than 8 pixels are kept (the ``nuclei`` family's smallest have
+#: a semi-minor axis of 4.8); the measurement: benchmarks/RESULTS.md, own-images section
+THIN_RADIUS = 4.0
+
+
+def radius_grid(default: float) -> list[float]:
+    """The ``min_radius`` values ``labkit tune`` tries: off, :data:`THIN_RADIUS` and the method's default."""
+    return sorted({0.0, THIN_RADIUS, float(default)})
 
 
 def semantic_target(batch: Batch) -> Tensor:

@@ -52,7 +52,13 @@ nuclei images these lift the tuned test matching accuracy from far below the
 ``watershed`` baseline (paper defaults) to about its level, not above it in
 every run (figures: benchmarks/RESULTS.md, own-images section); synthetic
 families keep the paper's defaults, with which the digits targets were
-measured (there ``lr = 2e-3`` left training on a plateau).
+measured (there ``lr = 2e-3`` left training on a plateau).  A folder's
+models are also decoded with ``min_radius = 4`` (ours,
+:func:`labkit.clustering.absorb_thin_instances`): the pixels on the border
+between two touching nuclei embed between the two nuclei and converge to a
+mode of their own, a thin band that counted as a false positive; the band now
+joins its neighbours.  ``labkit tune`` also tries 0 (needed where the objects
+themselves are thinner than 8 pixels).
 
 Decoding (the authors released none; our reading of Sec. 4-5): inside the
 predicted foreground, at most ``decode_pixels`` pixels are sampled and moved
@@ -117,7 +123,8 @@ from labkit.losses import recurrent_grouping_loss, sample_pixels
 from labkit.methods import register
 from labkit.methods.base import Batch, Method, Outputs, Prediction
 from labkit.methods.embedding import (
-    build_prediction, empty_prediction, foreground, semantic_target, split_components, unet_defaults,
+    THIN_RADIUS, build_prediction, empty_prediction, foreground, radius_grid, semantic_target, split_components,
+    unet_defaults,
 )
 from labkit.methods.semantic import semantic_cross_entropy
 from labkit.metrics.inputs import contingency
@@ -146,6 +153,7 @@ class RecurrentParams:
     # groupings at the concentration delta^2 x these are pooled as proposals (footnote 4)
     proposal_scales: tuple[float, ...] = (0.5, 0.25)  # wider kernels; chosen on the digits val split (RESULTS.md)
     min_area: int = 8  # smallest instance kept, in pixels
+    min_radius: float = 0.0  # thinner instances join their neighbours (absorb_thin_instances); 0 = off
     split_components: bool = True  # spatially separate pieces of one cluster become separate instances
     width: int = 16  # UNet width (channels of the first level)
     depth: int = 4  # UNet downsamplings
@@ -161,7 +169,7 @@ class Recurrent(Method):
     key = "recurrent"
     task = "instance"
     Params = RecurrentParams
-    folder_params = {"pair_weighting": "balanced", "include_background": False, "lr": 2e-3}
+    folder_params = {"pair_weighting": "balanced", "include_background": False, "lr": 2e-3, "min_radius": THIN_RADIUS}
 
     @property
     def delta(self) -> float:
@@ -170,13 +178,15 @@ class Recurrent(Method):
         return float(p.delta) if p.delta is not None else delta_from_margin(float(p.alpha))
 
     def decode_grid(self) -> dict[str, list[Any]]:
-        """``delta`` around the tied value (concentrations ``delta^2`` x 0.5, 1, 2 and 4) and the smallest
+        """``delta`` around the tied value (concentrations ``delta^2`` x 0.5, 1, 2 and 4), the smallest
         instance kept (1 and 4 x ``min_area``, as ``discriminative`` sweeps it: on a folder of 256 x 256 nuclei
-        the slivers a tile's edge or a boundary leaves are false positives larger than 8 pixels)."""
+        the slivers a tile's edge or a boundary leaves are false positives larger than 8 pixels) and
+        ``min_radius`` (off, and the folder default :data:`THIN_RADIUS`)."""
         p = self.defaults
         return {
             "delta": [round(self.delta * math.sqrt(k), 4) for k in (0.5, 1.0, 2.0, 4.0)],
             "min_area": [int(p.min_area), 4 * int(p.min_area)],
+            "min_radius": radius_grid(p.min_radius),
         }
 
     def heads(self, num_classes: int) -> dict[str, int]:
@@ -251,12 +261,12 @@ class Recurrent(Method):
         """One scored prediction per image; ``params`` override the decoding defaults.
 
         Accepted: ``decode_iterations``, ``decode_pixels``, ``min_area``,
-        ``split_components``, ``delta``, ``proposal_scales``, ``seed`` (of the
-        pixel subsample) and ``things``.
+        ``min_radius``, ``split_components``, ``delta``, ``proposal_scales``,
+        ``seed`` (of the pixel subsample) and ``things``.
         """
         known = {
-            "decode_iterations", "decode_pixels", "min_area", "split_components", "delta", "proposal_scales", "seed",
-            "things",
+            "decode_iterations", "decode_pixels", "min_area", "min_radius", "split_components", "delta",
+            "proposal_scales", "seed", "things",
         }
         unknown = sorted(set(params) - known)
         if unknown:
@@ -268,6 +278,7 @@ class Recurrent(Method):
             "iterations": int(params.get("decode_iterations", p.decode_iterations)),
             "max_pixels": int(params.get("decode_pixels", p.decode_pixels)),
             "min_area": int(params.get("min_area", p.min_area)),
+            "min_radius": float(params.get("min_radius", p.min_radius)),
             "split": bool(params.get("split_components", p.split_components)),
             "deltas": (delta, *(delta * math.sqrt(float(k)) for k in scales or ())),  # concentration x k
             "things": params.get("things"),
@@ -282,6 +293,7 @@ class Recurrent(Method):
     def decode_one(
         self, embedding: Tensor, logits: Tensor, *, iterations: int, max_pixels: int, min_area: int,
         split: bool, deltas: tuple[float, ...], things: Any = None, generator: torch.Generator | None = None,
+        min_radius: float = 0.0,
     ) -> Prediction:
         """Group one image's embedding ``[D,H,W]`` inside the foreground of ``logits [K,H,W]``.
 
@@ -306,7 +318,7 @@ class Recurrent(Method):
             labels = labels.reshape(height, width)
             if split:
                 labels, quality = split_components(labels, quality)
-            levels.append(build_prediction(labels, probs, quality, min_area=min_area))
+            levels.append(build_prediction(labels, probs, quality, min_area=min_area, min_radius=min_radius))
         return levels[0] if len(levels) == 1 else pool_proposals(levels)
 
     def group(self, points: Tensor, subset: Tensor, *, delta: float, iterations: int) -> tuple[Tensor, Tensor]:
