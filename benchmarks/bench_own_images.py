@@ -11,7 +11,12 @@ synthetic ``nuclei`` family standing in for real data (16-bit counts):
 4. ``labkit evaluate`` on ``test/`` (which ``predict`` equally uses), with
    the untuned decoding and with ``decode.json``;
 5. the same test images with the training-free ``watershed``, the reference
-   measured in the same run.
+   measured in the same run;
+6. both again on ``more_test/``, 10 further test scenes (the test split's
+   generator with seed 1): two images hold about 70 nuclei, so one run's
+   score there moves by about 0.05 with which nuclei happen to be in them
+   (the binomial standard error); the 10 scenes (about 350 nuclei) halve
+   that.  The issue's target is read on ``test/``; the table gives both.
 
 Target: matching accuracy >= 0.8 at IoU 0.5 after tuning, and above
 ``watershed``, for every trainable method; and training under 10 minutes on
@@ -41,13 +46,16 @@ from labkit.tuning import read_decode_json, write_decode_json
 
 TARGET = 0.8
 SPLITS = (("train", 2), ("val", 1), ("test", 2))
+MORE_TEST = 10  # further test scenes, in more_test/
 
 
 def make_data(root: Path, size: int = 256) -> Path:
-    """The train/val/test folders under ``root`` (kept when already written: they are deterministic)."""
-    for split, n in SPLITS:
-        if not (root / split / "images").is_dir() or len(list((root / split / "images").iterdir())) != n:
-            write_folder(root / split, n, size=size, split=split)
+    """The train/val/test and more_test folders under ``root`` (kept when already written: they are deterministic)."""
+    folders = [(split, n, split, 0) for split, n in SPLITS] + [("more_test", MORE_TEST, "test", 1)]
+    for folder, n, split, seed in folders:
+        if not (root / folder / "images").is_dir() or len(list((root / folder / "images").iterdir())) != n:
+            prefix = f"nuclei_{folder}" if seed else None
+            write_folder(root / folder, n, size=size, split=split, seed=seed, prefix=prefix)
     return root
 
 
@@ -67,13 +75,15 @@ def run_method(method: str, data: Path, out: Path, epochs: int | None, params: d
                                     progress=False)
     tuned = workflows.evaluate_run(data=str(data / "test"), checkpoint=run / "model.pt", device="cpu",
                                    progress=False)
+    more = workflows.evaluate_run(data=str(data / "more_test"), checkpoint=run / "model.pt", device="cpu",
+                                  progress=False)
     best = None
     if (run / "best.pt").is_file():
         best = workflows.evaluate_run(data=str(data / "test"), checkpoint=run / "best.pt", device="cpu",
                                       progress=False)
     return {
         "params": params, "epochs": len(history["epochs"]), "train_wall_s": train_wall, "train_cpu_s": train_cpu,
-        "untuned": untuned, "tuned": tuned, "best_pt_tuned": best, "tune": {
+        "untuned": untuned, "tuned": tuned, "more_test_tuned": more, "best_pt_tuned": best, "tune": {
             k: tuned_info[k] for k in ("metric", "best", "best_score", "default_score")},
     }
 
@@ -96,11 +106,15 @@ def main() -> None:
     data = make_data(args.data)
     watershed = workflows.evaluate_run(data=str(data / "test"), method="watershed", device="cpu", progress=False)
     ws = watershed["matching_accuracy"]
+    watershed_more = workflows.evaluate_run(data=str(data / "more_test"), method="watershed", device="cpu",
+                                            progress=False)
+    ws_more = watershed_more["matching_accuracy"]
     results = {}
     for method in args.methods:
         results[method] = run_method(method, data, args.out, args.epochs, params, args.seed)
         (args.out / "bench_own_images.json").write_text(json.dumps(
-            {"watershed": watershed, "results": results, "epochs": args.epochs, "params": params, "seed": args.seed,
+            {"watershed": watershed, "watershed_more_test": watershed_more, "results": results,
+             "epochs": args.epochs, "params": params, "seed": args.seed,
              "threads": args.threads}, indent=2, default=str))
 
     setting = "defaults" if args.epochs is None and not params else f"epochs={args.epochs} {params}"
@@ -108,18 +122,20 @@ def main() -> None:
     print(f"\nnuclei, 2 train / 1 val / 2 test images of 256 x 256; training: {setting}; "
           f"torch threads {args.threads}")
     print(f"{'method':16s} {'MA@0.5 untuned':>14s} {'tuned':>6s} {'best.pt':>7s} {'AP^r@0.5':>8s} "
-          f"{'train wall':>10s} {'train cpu':>9s}  target (>= {TARGET}, > watershed {ws:.3f})")
-    print("-" * 100)
+          f"{'train wall':>10s} {'train cpu':>9s}  target (>= {TARGET}, > watershed {ws:.3f})  "
+          f"{MORE_TEST} more: tuned (> watershed {ws_more:.3f})")
+    print("-" * 130)
     for method, r in results.items():
-        ma = r["tuned"]["matching_accuracy"]
+        ma, more = r["tuned"]["matching_accuracy"], r["more_test_tuned"]["matching_accuracy"]
         best = r["best_pt_tuned"]["matching_accuracy"] if r["best_pt_tuned"] else float("nan")
         ok = ma >= TARGET and ma > ws
+        ok_more = more >= TARGET and more > ws_more
         print(f"{method:16s} {r['untuned']['matching_accuracy']:14.3f} {ma:6.3f} {best:7.3f} "
               f"{r['tuned']['ap_r@0.5']:8.3f} {r['train_wall_s'] / 60:8.1f} m {r['train_cpu_s'] / 60:7.1f} m  "
-              f"{'pass' if ok else 'FAIL'}")
+              f"{'pass' if ok else 'FAIL':38s}  {more:.3f} {'pass' if ok_more else 'FAIL'}")
         print(f"{'':16s} tuned decode: {r['tune']['best']} (val {r['tune']['metric']} "
               f"{r['tune']['default_score']:.3f} -> {r['tune']['best_score']:.3f})")
-    print(f"{'watershed':16s} {ws:14.3f}")
+    print(f"{'watershed':16s} {ws:14.3f} {'':>84s}  {ws_more:.3f}")
 
 
 if __name__ == "__main__":
