@@ -202,11 +202,18 @@ def sweep(
     return curve
 
 
-def best_point(curve: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The point with the highest score (the first in grid order among equals)."""
+def best_point(curve: Sequence[dict[str, Any]], prefer: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The point with the highest score; among equals, the one that keeps most of ``prefer`` (the decoding
+    in use before tuning: a tie on a few validation images is no reason to move), then the first in grid order.
+    """
     if not curve:
         raise LabkitError("nothing to tune: the decode grid is empty")
-    return max(curve, key=lambda row: row["score"])  # max keeps the first of equal keys
+    prefer = prefer or {}
+
+    def kept(row: dict[str, Any]) -> int:
+        return sum(k in prefer and prefer[k] == v for k, v in row["params"].items())
+
+    return max(curve, key=lambda row: (row["score"], kept(row)))  # max keeps the first of equal keys
 
 
 def format_curve(curve: Sequence[dict[str, Any]], metric: str, best: dict[str, Any] | None = None) -> str:

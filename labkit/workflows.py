@@ -328,7 +328,8 @@ def tune_run(
         raise DataError(f"{data}: tuning needs images with instance masks")
     stuff = getattr(dataset, "stuff", None)
     curve = sweep(m, cached, grid, metric=name, fixed={**base, **fixed}, progress=progress, stuff=stuff)
-    best = best_point(curve)
+    in_use = {k: saved.get(k, _default_decode_value(m, k)) for k in grid}
+    best = best_point(curve, prefer=in_use)
     before = score(decode_cached(m, cached, **{**saved, **fixed}), [c.truth for c in cached], name, stuff=stuff)
     run_dir = _run_dir(checkpoint)
     result = {
@@ -340,6 +341,13 @@ def tune_run(
         result["decode_json"] = str(write_decode_json(run_dir, {**base, **best["params"], **fixed}))
         write_json(run_dir / TUNE_NAME, result)
     return result
+
+
+def _default_decode_value(method: Any, name: str) -> Any:
+    """A decode parameter's default: the method's parameter, or the property resolving it when that is None
+    (``recurrent``'s ``delta`` tied to ``alpha``, ``dvis``'s ``fg_threshold``)."""
+    value = getattr(method.defaults, name, None)
+    return getattr(method, name, None) if value is None else value
 
 
 def load_method_and_model(

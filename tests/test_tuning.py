@@ -51,6 +51,10 @@ def test_grid_points_and_best_point():
     ]
     curve = [{"params": p, "score": s} for p, s in zip(points, [0.2, 0.7, 0.7, 0.1])]
     assert best_point(curve) is curve[1]  # the first of equals
+    # unless another of the equals keeps more of the decoding in use
+    assert best_point(curve, prefer={"bandwidth": 1.0}) is curve[2]
+    assert best_point(curve, prefer={"bandwidth": 0.5}) is curve[1]
+    assert best_point(curve, prefer={"bandwidth": 1.0, "split_components": False}) is curve[2]
     table = format_curve(curve, "matching_accuracy", curve[1])
     assert table.count("\n") == 5 and table.splitlines()[3].endswith("*")
     with pytest.raises(LabkitError, match="no candidate values"):

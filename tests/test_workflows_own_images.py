@@ -13,7 +13,7 @@ from labkit.data.split import validation_split
 from labkit.data.synthetic.nuclei import write_folder
 from labkit.errors import LabkitError
 from labkit.methods.discriminative import Discriminative
-from labkit.tuning import DECODE_NAME, read_decode_json
+from labkit.tuning import DECODE_NAME, read_decode_json, write_decode_json
 
 TINY = {"width": 4, "depth": 2, "embedding_dim": 4, "separate_semantic": False}
 
@@ -121,6 +121,18 @@ def test_tune_writes_decode_json_and_predict_and_evaluate_use_it(trained, tmp_pa
     assert cli.main(["evaluate", "--checkpoint", str(run / "model.pt"), "--data", str(data), "--device", "cpu",
                      "--set", "bandwidth=0.61"]) == 0
     assert seen and all(p == {**tuned, "bandwidth": 0.61} for p in seen)  # --set wins
+
+
+def test_tune_keeps_the_decoding_in_use_where_settings_tie(trained, monkeypatch):
+    data, run = trained
+    grid = {"bandwidth": [0.25, 0.5], "min_radius": [0.0, 4.0]}
+    monkeypatch.setattr(Discriminative, "decode_grid", lambda self: grid)
+    monkeypatch.setattr("labkit.tuning.score", lambda *args, **kwargs: 0.5)  # every setting ties
+    result = workflows.tune_run(checkpoint=run / "model.pt", data=data, device="cpu", progress=False)
+    assert result["best"] == {"bandwidth": 0.5, "min_radius": 4.0}  # the method's (folder) defaults
+    write_decode_json(run, {"bandwidth": 0.25})
+    result = workflows.tune_run(checkpoint=run / "model.pt", data=data, device="cpu", progress=False)
+    assert result["best"] == {"bandwidth": 0.25, "min_radius": 4.0}  # decode.json's value is the one in use
 
 
 def test_images_larger_than_the_crop_are_tiled(trained, monkeypatch):

@@ -170,14 +170,19 @@ class Discriminative(Method):
             "loss": terms["loss"] + p.semantic_weight * ce + p.instance_class_weight * instance_ce,
         }
 
+    @property
+    def bandwidth(self) -> float:
+        """The mean-shift bandwidth decoding uses unless told otherwise (``delta_v`` unless set)."""
+        p = self.defaults
+        return float(p.delta_v if p.bandwidth is None else p.bandwidth)
+
     def decode_grid(self) -> dict[str, list[Any]]:
         """What ``labkit tune`` sweeps: the mean-shift bandwidth (0.5 to 1.5 x the default, delta_v),
         splitting clusters into their connected pieces, the smallest instance kept (1 and 4 x min_area) and
         ``min_radius`` (off, and the folder default :data:`~labkit.methods.embedding.THIN_RADIUS`)."""
         p = self.defaults
-        bandwidth = p.delta_v if p.bandwidth is None else p.bandwidth
         return {
-            "bandwidth": [round(bandwidth * f, 4) for f in (0.5, 0.75, 1.0, 1.5)],
+            "bandwidth": [round(self.bandwidth * f, 4) for f in (0.5, 0.75, 1.0, 1.5)],
             "split_components": [p.split_components, not p.split_components],
             "min_area": [p.min_area, 4 * p.min_area],
             "min_radius": radius_grid(p.min_radius),
@@ -205,11 +210,11 @@ class Discriminative(Method):
         if unknown:
             raise LabkitError(f"unknown decoding parameter(s) {unknown} for {self.key!r}; known: {sorted(known)}")
         p = self.defaults
-        bandwidth = params.get("bandwidth", p.bandwidth)
+        bandwidth = params.get("bandwidth")
         merge = params.get("merge_radius", p.merge_radius)
         radius = params.get("assign_radius", p.assign_radius)
         return {
-            "bandwidth": float(p.delta_v if bandwidth is None else bandwidth),
+            "bandwidth": self.bandwidth if bandwidth is None else float(bandwidth),
             "merge_radius": float(p.delta_d if merge is None else merge),
             "assign_radius": float(p.delta_d if radius is None else radius),
             "min_area": int(params.get("min_area", p.min_area)),
