@@ -191,7 +191,8 @@ class DVIS(Method):
     task = "instance"
     Params = DVISParams
     folder_params = {
-        "different_weight": 3.0, "min_pair_loss": 1e-2, "epochs": 40, "edge_threshold": 0.3, "min_radius": THIN_RADIUS,
+        "different_weight": 3.0, "min_pair_loss": 1e-2, "epochs": 40, "edge_threshold": 0.3,
+        "min_radius": THIN_RADIUS,
     }
 
     def __init__(self, **overrides: Any) -> None:
@@ -272,8 +273,8 @@ class DVIS(Method):
         }
 
     DECODE_KEYS = ("bandwidths", "fg_threshold", "min_area", "min_mean", "duplicate_iou", "max_candidates",
-                   "piece_gap", "edge_threshold", "min_radius", "verifier", "verify", "verify_threshold", "class_weight",
-                   "min_visible")
+                   "piece_gap", "edge_threshold", "min_radius", "verifier", "verify", "verify_threshold",
+                   "class_weight", "min_visible")
 
     def decode(self, outputs: Outputs, **params: Any) -> list[Prediction]:
         """One prediction per image; ``params`` override the decoding defaults.

@@ -132,8 +132,8 @@ def build_prediction(
 
 
 #: ``min_radius`` on an image folder (``folder_params``), pixels: bands up to 6 pixels wide between touching
-#: objects join their neighbours, objects thicker than 8 pixels are kept (the ``nuclei`` family's smallest have
-#: a semi-minor axis of 4.8); the measurement: benchmarks/RESULTS.md, own-images section
+#: objects join their neighbours, objects 7 or more pixels across are kept (the ``nuclei`` family's smallest
+#: have a semi-minor axis of 4.8); the measurement: benchmarks/RESULTS.md, own-images section
 THIN_RADIUS = 4.0
 
 

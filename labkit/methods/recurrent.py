@@ -58,7 +58,7 @@ models are also decoded with ``min_radius = 4`` (ours,
 between two touching nuclei embed between the two nuclei and converge to a
 mode of their own, a thin band that counted as a false positive; the band now
 joins its neighbours.  ``labkit tune`` also tries 0 (needed where the objects
-themselves are thinner than 8 pixels).
+themselves are under 7 pixels across).
 
 Decoding (the authors released none; our reading of Sec. 4-5): inside the
 predicted foreground, at most ``decode_pixels`` pixels are sampled and moved
