@@ -206,7 +206,13 @@ def window_outputs(
 def decode_windows(
     method: Method, outputs: dict[str, torch.Tensor], windows: Sequence[Window], **decode_params: Any
 ) -> dict[str, torch.Tensor]:
-    """Decode every window's outputs and stitch them into one prediction (:func:`stitch_tiles`)."""
+    """Decode every window's outputs and stitch them into one prediction (:func:`stitch_tiles`).
+
+    Stitching keeps only the instance maps, so with more than one window the
+    method decodes for the map alone (:meth:`~labkit.methods.base.Method.map_only`).
+    """
+    if len(windows) > 1:
+        decode_params = method.map_only(decode_params)
     decoded = method.decode(outputs, **decode_params)
     if len(decoded) != len(windows):
         raise LabkitError(f"method {method.key!r} decoded {len(decoded)} predictions for {len(windows)} tiles")

@@ -422,3 +422,24 @@ def test_decode_grid_sweeps_delta_around_the_tied_value_and_decode_accepts_it():
         assert len(pred["ids"]) == 2
     (pred,) = method.decode(outputs, min_area=21, proposal_scales=())  # instance 5 has 20 pixels, 9 has 21
     assert len(pred["ids"]) == 1 and int((pred["instances"] > 0).sum()) == 21
+
+
+def test_tiled_decoding_skips_the_proposal_groupings_and_keeps_the_instance_map():
+    from labkit.evaluation import decode_windows, stitch_tiles
+
+    method = methods.get("recurrent")
+    outputs = simplex_outputs(scene(), noise=0.05)
+    outputs = {k: torch.cat([v, v.flip(-1)]) for k, v in outputs.items()}  # two 10 x 10 tiles, 4 columns shared
+    windows = [(0, 0, 10, 10), (0, 6, 10, 10)]
+    assert method.map_only({"delta": 6.0}) == {"delta": 6.0, "proposal_scales": ()}
+    pooled = method.decode(outputs)
+    assert all("masks" in p for p in pooled)  # on its own, decode pools proposals from three groupings
+    calls = []
+    decode = method.decode
+    method.decode = lambda out, **params: calls.append(params) or decode(out, **params)
+    tiled = decode_windows(method, outputs, windows)
+    assert calls == [{"proposal_scales": ()}]
+    expected = stitch_tiles(pooled, windows)
+    assert torch.equal(tiled["instances"], expected["instances"])
+    # the same ranking: pooling rescaled a first-grouping score s to (s + 2) / 3
+    assert torch.allclose((tiled["scores"] + 2) / 3, expected["scores"])

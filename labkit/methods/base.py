@@ -128,6 +128,14 @@ class Method:
         resume like every run.
         """
 
+    def map_only(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Decode parameters for a caller that keeps only the ``instances`` map and drops overlapping
+        ``masks`` (tiled prediction: :func:`labkit.evaluation.decode_windows`); default: ``params`` unchanged.
+
+        ``recurrent`` then skips the extra groupings it pools into proposals.
+        """
+        return params
+
     def decode_grid(self) -> dict[str, list[Any]]:
         """Decode parameters that ``labkit tune`` sweeps, each with its candidate values.
 

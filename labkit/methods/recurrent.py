@@ -189,6 +189,11 @@ class Recurrent(Method):
             "min_radius": radius_grid(p.min_radius),
         }
 
+    def map_only(self, params: dict[str, Any]) -> dict[str, Any]:
+        """No proposal groupings (``proposal_scales=()``): the instance map is the first grouping's either way,
+        and its scores are then the grouping's own rather than rescaled to rank above the other groupings'."""
+        return {**params, "proposal_scales": ()}
+
     def heads(self, num_classes: int) -> dict[str, int]:
         """``embedding`` (``embedding_dim``, unit norm) and ``semantic`` (one logit per class)."""
         return {"embedding": int(self.defaults.embedding_dim), "semantic": max(int(num_classes), 2)}
