@@ -97,3 +97,5 @@ def test_discriminative_and_recurrent_decode_take_min_radius():
         (cleaned,) = method.decode(outputs, min_radius=3, **extra)
         assert len(plain["ids"]) == 3, method.key
         assert len(cleaned["ids"]) == 2 and torch.equal(cleaned["instances"] > 0, plain["instances"] > 0), method.key
+        with pytest.raises(LabkitError, match="min_radius"):
+            method.decode(outputs, min_radius=-1, **extra)

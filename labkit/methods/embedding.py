@@ -98,8 +98,7 @@ def build_prediction(
     """
     height, width = labels.shape
     labels = labels.to(torch.int64)
-    if min_radius > 0:
-        labels = absorb_thin_instances(labels, min_radius)
+    labels = absorb_thin_instances(labels, min_radius)
     n = int(labels.max()) if labels.numel() else 0
     if quality is not None:
         n = max(n, len(quality))
