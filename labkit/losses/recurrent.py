@@ -103,21 +103,24 @@ def sample_pixels(
         usable &= ~ignore_mask.bool()
     if not include_background:
         usable &= instances != 0
-    samples = []
+    picked = []
     for b in range(batch):
         index = usable[b].reshape(-1).nonzero(as_tuple=True)[0]
         if max_pixels is not None and index.numel() > max_pixels:
-            device = generator.device if generator is not None else "cpu"
-            pick = torch.randperm(index.numel(), generator=generator, device=device)[:max_pixels]
+            draw_on = generator.device if generator is not None else "cpu"
+            pick = torch.randperm(index.numel(), generator=generator, device=draw_on)[:max_pixels]
             index = index[pick.to(index.device)]
-        samples.append(
-            PixelSample(
-                embedding=embedding[b].reshape(dim, -1)[:, index].t(),
-                ids=instances[b].reshape(-1)[index],
-                index=index,
-            )
-        )
-    return samples
+        picked.append(index)
+    # one gather over the whole batch: its backward fills one zero gradient, not one per image
+    sizes = [index.numel() for index in picked]
+    device = embedding.device
+    image = torch.repeat_interleave(torch.arange(batch, device=device), torch.tensor(sizes, device=device))
+    pixel = torch.cat(picked).to(device) if picked else image
+    rows = embedding.reshape(batch, dim, -1)[image, :, pixel]  # [N, D]
+    return [
+        PixelSample(embedding=rows_b, ids=instances[b].reshape(-1)[index], index=index)
+        for b, (index, rows_b) in enumerate(zip(picked, rows.split(sizes)))
+    ]
 
 
 WEIGHTINGS = ("paper", "balanced")
