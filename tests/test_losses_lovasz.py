@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from labkit.errors import LabkitError
-from labkit.losses.lovasz import LovaszHinge, LovaszSoftmax, lovasz_binary, lovasz_grad, lovasz_hinge, lovasz_softmax
+from labkit.losses.lovasz import (
+    LovaszHinge, LovaszSoftmax, lovasz_binary, lovasz_binary_rows, lovasz_grad, lovasz_hinge, lovasz_softmax,
+)
 
 
 def iou(pred: torch.Tensor, target: torch.Tensor) -> float:
@@ -143,6 +145,22 @@ def test_edge_cases() -> None:
     empty = torch.zeros(0, 3, requires_grad=True)
     assert lovasz_softmax(empty, torch.zeros(0, dtype=torch.long)).item() == 0.0
     assert lovasz_softmax(torch.rand(2, 3), torch.tensor([255, 255]), classes="present").item() == 0.0
+
+
+def test_rows_are_one_binary_problem_each() -> None:
+    torch.manual_seed(3)
+    probs = torch.rand(4, 9, dtype=torch.float64, requires_grad=True)
+    labels = torch.rand(4, 9) < 0.4
+    labels[2] = False  # a row without a positive
+    rows = lovasz_binary_rows(probs, labels)
+    assert rows.shape == (4,)
+    for r in range(4):
+        assert rows[r].item() == pytest.approx(lovasz_binary(probs[r], labels[r].long()).item(), abs=1e-12)
+        assert rows[r].item() == pytest.approx(brute_force_eq3(probs[r].detach(), labels[r].long()), abs=1e-12)
+    assert torch.autograd.gradcheck(lambda p: lovasz_binary_rows(p, labels), (probs,))
+    assert lovasz_binary_rows(probs[:, :0], labels[:, :0]).tolist() == [0.0] * 4
+    with pytest.raises(LabkitError, match=r"\[R, N\]"):
+        lovasz_binary_rows(probs[0], labels[0])
 
 
 def test_bad_input_raises() -> None:

@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from labkit.errors import LabkitError
-from labkit.losses.lovasz import lovasz_binary, lovasz_softmax
+from labkit.losses.lovasz import lovasz_binary_rows, lovasz_softmax
 
 IGNORE_INDEX = 255
 CHOICES = ("lovasz", "cross_entropy")
@@ -73,11 +73,13 @@ def instance_kernel(
 ) -> Tensor:
     """Eq. 7-8: ``phi(e_i) = exp(-(1 - e_i.mu)/(2 sigma^2) - |rho_i - rho|^2/(2 sigma_sp^2))`` for ``[D, N]`` embeddings.
 
-    ``coords [2, N]``, ``mean [D]`` (unit), ``center [2]``, scalar spreads; returns ``[N]``.
+    ``coords [2, N]``; one instance: ``mean [D]`` (unit), ``center [2]``, scalar
+    spreads -> ``[N]``; ``L`` instances: ``mean [L, D]``, ``center [L, 2]``,
+    spreads ``[L]`` -> ``[L, N]``.
     """
     d_cos = 1.0 - mean @ embedding
-    d_sp = ((coords - center[:, None]) ** 2).sum(0)
-    return torch.exp(-d_cos / (2 * sigma**2) - d_sp / (2 * spatial_sigma**2))
+    d_sp = ((coords - center[..., :, None]) ** 2).sum(-2)
+    return torch.exp(-d_cos / (2 * sigma[..., None] ** 2) - d_sp / (2 * spatial_sigma[..., None] ** 2))
 
 
 def _check(embedding: Tensor, sigma: Tensor, seed: Tensor, logits: Tensor, instances: Tensor, semantic: Tensor) -> None:
@@ -176,26 +178,32 @@ def hle_loss(
         sig = sigma[i].reshape(2, -1)[:, valid]
         xy = coords[:, valid]
         ids = ids_map[valid]
+        inside = ids > 0
+        pixel = inside.nonzero(as_tuple=True)[0]
+        row = torch.unique(ids[inside], return_inverse=True)[1]  # each instance pixel's instance
+        member = torch.zeros(int(row.max()) + 1 if len(row) else 0, len(ids), dtype=torch.bool, device=ids.device)
+        member[row, pixel] = True  # [L, N]
         target = torch.zeros_like(sig[0])
-        for l in torch.unique(ids[ids > 0]).tolist():
-            member = ids == l
-            mu = F.normalize(e[:, member].mean(dim=1), dim=0)
-            s_l = sig[0, member].mean()
-            s_sp = sig[1, member].mean()
-            phi = instance_kernel(e, xy, mu, xy[:, member].mean(dim=1), s_l, s_sp)
+        if len(member):  # Eq. 7-8 and 10 for every instance of the image at once: phi [L, N]
+            weights = member.to(e.dtype) / member.sum(1, keepdim=True)
+            mu = F.normalize(weights @ e.t(), dim=1)
+            s_l, s_sp = (weights @ sig.t()).unbind(1)
+            phi = instance_kernel(e, xy, mu, weights @ xy.t(), s_l, s_sp)
             if instance_loss == "lovasz":
-                ins_terms.append(lovasz_binary(phi, member.long()))
+                ins_terms.append(lovasz_binary_rows(phi, member))
             else:
-                ins_terms.append(F.binary_cross_entropy(phi.clamp(1e-6, 1 - 1e-6), member.to(phi.dtype)))
-            target = torch.where(member, phi.detach(), target)
-            var_sum = var_sum + ((sig[0, member] - s_l.detach()) ** 2).sum()
-            var_sum = var_sum + (((sig[1, member] - s_sp.detach()) / spatial_scale) ** 2).sum()
-            var_count += int(member.sum())
+                ins_terms.append(
+                    F.binary_cross_entropy(phi.clamp(1e-6, 1 - 1e-6), member.to(phi.dtype), reduction="none").mean(1)
+                )
+            target[pixel] = phi.detach()[row, pixel]
+            var_sum = var_sum + ((sig[0, pixel] - s_l.detach()[row]) ** 2).sum()
+            var_sum = var_sum + (((sig[1, pixel] - s_sp.detach()[row]) / spatial_scale) ** 2).sum()
+            var_count += len(pixel)
         s = seed[i, 0].reshape(-1)[valid]
         weight = torch.where(ids > 0, seed_weight, 1.0).to(s.dtype)
         seed_sum = seed_sum + (weight * (s - target) ** 2).sum()
         seed_count += len(s)
-    ins = torch.stack(ins_terms).mean() if ins_terms else zero
+    ins = torch.cat(ins_terms).mean() if ins_terms else zero
     ins_var = gamma * var_sum / max(var_count, 1)
     seed_term = seed_sum / max(seed_count, 1)
     if semantic_loss == "lovasz":

@@ -49,15 +49,15 @@ IGNORE_INDEX = 255
 def lovasz_grad(gt_sorted: Tensor) -> Tensor:
     """``g`` of the Lovász extension of the Jaccard loss for labels sorted by decreasing error.
 
-    ``gt_sorted`` ``[N]`` binary (any dtype); returns ``[N]`` float, the
-    increments ``Delta_J(first i) - Delta_J(first i-1)`` (Eq. 5).
+    ``gt_sorted`` ``[..., N]`` binary (any dtype), one set per row; returns
+    ``[..., N]`` float, the increments ``Delta_J(first i) - Delta_J(first i-1)`` (Eq. 5).
     """
-    gts = gt_sorted.sum()
-    intersection = gts - gt_sorted.cumsum(0)
-    union = gts + (1 - gt_sorted).cumsum(0)
+    gts = gt_sorted.sum(-1, keepdim=True)
+    intersection = gts - gt_sorted.cumsum(-1)
+    union = gts + (1 - gt_sorted).cumsum(-1)
     jaccard = 1.0 - intersection / union
-    if len(gt_sorted) > 1:
-        jaccard = torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
+    if gt_sorted.shape[-1] > 1:
+        jaccard = torch.cat([jaccard[..., :1], jaccard[..., 1:] - jaccard[..., :-1]], dim=-1)
     return jaccard
 
 
@@ -80,12 +80,13 @@ def _flat_binary(scores: Tensor, labels: Tensor, ignore_index: int | None, name:
 
 
 def _extension(errors: Tensor, labels: Tensor) -> Tensor:
-    """``sum_i errors_sorted_i g_i`` (0, still attached to ``errors``, when there is no pixel)."""
-    if errors.numel() == 0:
-        return errors.sum() * 0.0
-    errors_sorted, perm = torch.sort(errors, descending=True)
-    grad = lovasz_grad(labels[perm].to(errors.dtype))
-    return torch.dot(errors_sorted, grad)
+    """``sum_i errors_sorted_i g_i`` along the last dimension, one set per row (``[..., N] -> [...]``;
+    0, still attached to ``errors``, where there is no pixel)."""
+    if errors.shape[-1] == 0:
+        return errors.sum(-1) * 0.0
+    errors_sorted, perm = torch.sort(errors, dim=-1, descending=True)
+    grad = lovasz_grad(labels.gather(-1, perm).to(errors.dtype))
+    return (errors_sorted * grad).sum(-1)
 
 
 def lovasz_binary(probs: Tensor, labels: Tensor, ignore_index: int | None = None) -> Tensor:
@@ -97,6 +98,18 @@ def lovasz_binary(probs: Tensor, labels: Tensor, ignore_index: int | None = None
     per-image loss).
     """
     probs, labels = _flat_binary(probs, labels, ignore_index, "lovasz_binary")
+    errors = torch.where(labels == 1, 1 - probs, probs)
+    return _extension(errors, labels)
+
+
+def lovasz_binary_rows(probs: Tensor, labels: Tensor) -> Tensor:
+    """:func:`lovasz_binary` of each row of ``probs [R, N]`` against 0/1 ``labels [R, N]``: ``[R]``.
+
+    One sort per row in a single call (HLE's Eq. 11 scores every instance of an image this way)."""
+    if probs.ndim != 2 or probs.shape != labels.shape:
+        raise LabkitError(f"lovasz_binary_rows: probs and labels must be [R, N] alike, got "
+                          f"{tuple(probs.shape)} and {tuple(labels.shape)}")
+    labels = labels.long()
     errors = torch.where(labels == 1, 1 - probs, probs)
     return _extension(errors, labels)
 
