@@ -75,11 +75,13 @@ def test_kernel_is_eq_7_times_eq_8() -> None:
     assert phi.tolist() == pytest.approx([1.0, math.exp(-d / 0.5) * math.exp(-25 / 50)])
     assert pixel_grid(2, 3)[:, 4].tolist() == [1.0, 1.0]
     # several instances at once: one row each, as one at a time
-    mus, centers = torch.stack([mu, F.normalize(torch.tensor([1.0, 2.0]), dim=0)]), torch.tensor([[0.0, 0.0], [2.0, 1.0]])
+    mus = torch.stack([mu, F.normalize(torch.tensor([1.0, 2.0]), dim=0)])
+    centers = torch.tensor([[0.0, 0.0], [2.0, 1.0]])
     sigmas, spatial = torch.tensor([0.5, 0.8]), torch.tensor([5.0, 2.0])
     rows = instance_kernel(e, coords, mus, centers, sigmas, spatial)
     for r in range(2):
-        assert rows[r].tolist() == pytest.approx(instance_kernel(e, coords, mus[r], centers[r], sigmas[r], spatial[r]).tolist())
+        one = instance_kernel(e, coords, mus[r], centers[r], sigmas[r], spatial[r])
+        assert rows[r].tolist() == pytest.approx(one.tolist())
 
 
 # The inputs each term is differentiated with respect to.  Terms with a stop-gradient (Eq. 13's
