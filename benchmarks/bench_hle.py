@@ -77,8 +77,8 @@ def quality(out: Path, epochs: int, seeds: list[int], hle_params: dict, schedule
             if methods.get(key).decode_grid():  # the decode thresholds tuned on the val split (PQ), not on test
                 tuned = workflows.tune_run(checkpoint=run / "model.pt", data=DATA, device="cpu", progress=False,
                                            write=False)
-                row["tuned"] = {**_scores(run, {**decode, **tuned["best"]}), "params": tuned["best"],
-                                "val_pq": tuned["best_score"]}
+                row["tuned"] = {**_scores(run, {**decode, **tuned["chosen"]}), "params": tuned["chosen"],
+                                "val_pq": tuned["chosen_score"]}
             row["seconds"] = time.perf_counter() - start
             results[name].append(row)
             shown = row.get("tuned", row)

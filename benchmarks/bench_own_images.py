@@ -84,7 +84,7 @@ def run_method(method: str, data: Path, out: Path, epochs: int | None, params: d
     return {
         "params": params, "epochs": len(history["epochs"]), "train_wall_s": train_wall, "train_cpu_s": train_cpu,
         "untuned": untuned, "tuned": tuned, "more_test_tuned": more, "best_pt_tuned": best, "tune": {
-            k: tuned_info[k] for k in ("metric", "best", "best_score", "default_score")},
+            k: tuned_info[k] for k in ("metric", "best", "best_score", "default_score", "chosen", "kept", "margin")},
     }
 
 
@@ -133,8 +133,10 @@ def main() -> None:
         print(f"{method:16s} {r['untuned']['matching_accuracy']:14.3f} {ma:6.3f} {best:7.3f} "
               f"{r['tuned']['ap_r@0.5']:8.3f} {r['train_wall_s'] / 60:8.1f} m {r['train_cpu_s'] / 60:7.1f} m  "
               f"{'pass' if ok else 'FAIL':38s}  {more:.3f} {'pass' if ok_more else 'FAIL'}")
-        print(f"{'':16s} tuned decode: {r['tune']['best']} (val {r['tune']['metric']} "
-              f"{r['tune']['default_score']:.3f} -> {r['tune']['best_score']:.3f})")
+        t = r["tune"]
+        verdict = (f"kept, the best {t['best']} gains <= one s.e. {t['margin']:.3f}" if t["kept"]
+                   else f"-> {t['best_score']:.3f}")
+        print(f"{'':16s} tuned decode: {t['chosen']} (val {t['metric']} {t['default_score']:.3f} {verdict})")
     print(f"{'watershed':16s} {ws:14.3f} {'':>84s}  {ws_more:.3f}")
 
 

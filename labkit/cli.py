@@ -43,6 +43,19 @@ def _overrides(pairs: Sequence[str]) -> dict[str, Any]:
     return result
 
 
+def _margin(text: str) -> float | str:
+    """``--margin``: ``se`` or a number >= 0."""
+    if text == "se":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'se' or a number >= 0, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected 'se' or a number >= 0, got {text!r}")
+    return value
+
+
 def _add_model_source(p: argparse.ArgumentParser) -> None:
     """--checkpoint or --method, plus --device and decoding --set (evaluate and predict)."""
     src = p.add_mutually_exclusive_group(required=True)
@@ -96,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="decoding parameters held fixed")
     p.add_argument("--tile", type=int, default=None,
                    help="sliding-window tile size (default: the run's training crop for folders; 0 = whole images)")
+    p.add_argument("--margin", type=_margin, default="se",
+                   help="keep the decoding in use unless the best setting beats it by more than this; se: one "
+                        "standard error of its score on the validation objects (default), 0: take the best")
 
     p = sub.add_parser("evaluate", help="evaluate a checkpoint (or an untrained baseline) on a dataset")
     _add_model_source(p)
@@ -172,12 +188,15 @@ def cmd_tune(args: argparse.Namespace) -> None:
 
     result = workflows.tune_run(
         checkpoint=args.checkpoint, data=args.data, metric=args.metric, device=args.device,
-        decode_params=_overrides(args.set), tile=args.tile,
+        decode_params=_overrides(args.set), tile=args.tile, margin=args.margin,
     )
     best = next(r for r in result["curve"] if r["params"] == result["best"] and r["score"] == result["best_score"])
     print(format_curve(result["curve"], result["metric"], best))
-    print(f"\n{result['metric']} on {result['n_images']} validation image(s): {result['default_score']:.3f} before, "
-          f"{result['best_score']:.3f} with {result['best']}")
+    print(f"\n{result['metric']} on {result['n_images']} validation image(s), {result['n_objects']} objects: "
+          f"{result['default_score']:.3f} before, {result['best_score']:.3f} at best with {result['best']}")
+    if result["kept"]:
+        print(f"kept the decoding in use {result['chosen']}: the best setting gains "
+              f"{result['best_score'] - result['default_score']:.3f}, not more than the margin {result['margin']:.3f}")
     print(f"wrote {result['decode_json']} (evaluate and predict use it; --set still wins)")
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,6 +217,43 @@ def best_point(curve: Sequence[dict[str, Any]], prefer: dict[str, Any] | None = 
     return max(curve, key=lambda row: (row["score"], kept(row)))  # max keeps the first of equal keys
 
 
+def standard_error(value: float, n_objects: int) -> float:
+    """One binomial standard error of a score ``value`` in ``[0, 1]`` measured on ``n_objects`` objects:
+    ``sqrt(value (1 - value) / n)`` (0 without objects).
+
+    Matching accuracy, AP50 and PQ are not proportions of independent trials,
+    but each moves by about ``1 / n`` per object decided differently, so this
+    is the scale on which a difference between two decodings of the same few
+    validation images is noise.
+    """
+    if n_objects < 1:
+        return 0.0
+    value = min(max(float(value), 0.0), 1.0)
+    return math.sqrt(value * (1.0 - value) / n_objects)
+
+
+def choose_point(
+    curve: Sequence[dict[str, Any]], in_use: dict[str, Any], in_use_score: float, margin: float,
+) -> tuple[dict[str, Any], dict[str, Any], bool]:
+    """``(best, params, kept)``: the sweep's best row and the decoding to write after it.
+
+    ``best`` is :func:`best_point` (ties keeping ``in_use``); ``params`` its
+    settings, unless it beats ``in_use_score``, the score of the decoding in
+    use, by ``margin`` or less: then ``params`` is ``in_use`` and ``kept`` true.
+    With ``margin`` one :func:`standard_error` of ``in_use_score`` this is the
+    one-standard-error rule of model selection (Breiman et al., *Classification
+    and Regression Trees*, 1984; Hastie, Tibshirani & Friedman, *The Elements
+    of Statistical Learning*, Sec. 7.10): on one or two validation images a
+    gain of a nucleus or two is within noise, and moving the decoding on it
+    can as well lower the score on new images as raise it.
+    """
+    if not margin >= 0:
+        raise LabkitError(f"the tuning margin must be >= 0, got {margin}")
+    best = best_point(curve, prefer=in_use)
+    kept = best["score"] - in_use_score <= margin
+    return best, dict(in_use if kept else best["params"]), kept
+
+
 def format_curve(curve: Sequence[dict[str, Any]], metric: str, best: dict[str, Any] | None = None) -> str:
     """A plain-text table of the sweep, one row per setting, the best marked with ``*``."""
     if not curve:
@@ -236,7 +274,7 @@ def _fmt(value: Any) -> str:
 
 
 __all__ = [
-    "DECODE_NAME", "METRICS", "TUNE_NAME", "CachedImage", "best_point", "cache_outputs", "decode_cached",
-    "decode_path", "format_curve", "grid_points", "read_decode_json", "resolve_metric", "score", "sweep",
-    "write_decode_json",
+    "DECODE_NAME", "METRICS", "TUNE_NAME", "CachedImage", "best_point", "cache_outputs", "choose_point",
+    "decode_cached", "decode_path", "format_curve", "grid_points", "read_decode_json", "resolve_metric", "score",
+    "standard_error", "sweep", "write_decode_json",
 ]

@@ -291,23 +291,30 @@ def held_out_images(checkpoint: str | Path, data: str | Path) -> Any:
 def tune_run(
     *, checkpoint: str | Path, data: str | Path, metric: str = "auto", device: str = "auto",
     decode_params: dict[str, Any] | None = None, tile: int | None = None, progress: bool = True,
-    write: bool = True,
+    write: bool = True, margin: float | str = "se",
 ) -> dict[str, Any]:
-    """Sweep the method's ``decode_grid()`` on ``data`` (default split: val); write the best to decode.json.
+    """Sweep the method's ``decode_grid()`` on ``data`` (default split: val); write the chosen decoding to decode.json.
 
     ``decode_params`` (``--set``) are held fixed and not swept; other entries
     already in ``decode.json`` (a ``dvis`` verifier...) are kept and used.
-    Returns ``{"metric", "best", "best_score", "default_score", "curve", ...}``
-    (``default_score``: the decoding used before tuning) and writes it to
-    ``RUN_DIR/tune.json``.
+    The best setting is written unless it beats the decoding in use (decode.json,
+    else the method's defaults) by ``margin`` or less (:func:`labkit.tuning.choose_point`):
+    ``"se"``, one standard error of the in-use score on the validation objects
+    (:func:`labkit.tuning.standard_error`), or a number (0: take the best setting).
+    Returns ``{"metric", "best", "best_score", "default_score", "chosen", "chosen_score", "kept", "margin",
+    "n_objects", "curve", ...}`` (``best``: the sweep's top setting; ``default_score``:
+    the decoding in use before tuning; ``chosen``: what decode.json now holds of the
+    grid; ``kept``: the decoding in use was kept) and writes it to ``RUN_DIR/tune.json``.
     """
     from labkit.data import load_dataset
     from labkit.train import load_checkpoint, resolve_device
     from labkit.tuning import (
-        TUNE_NAME, best_point, cache_outputs, decode_cached, read_decode_json, resolve_metric, score, sweep,
-        write_decode_json,
+        TUNE_NAME, cache_outputs, choose_point, decode_cached, read_decode_json, resolve_metric, score,
+        standard_error, sweep, write_decode_json,
     )
 
+    if not (margin == "se" or (isinstance(margin, (int, float)) and margin >= 0)):
+        raise LabkitError(f"margin must be 'se' or a number >= 0, got {margin!r}")
     dev = resolve_device(device)
     m, model, _ = load_checkpoint(checkpoint, device=dev)
     fixed = dict(decode_params or {})
@@ -329,16 +336,22 @@ def tune_run(
     stuff = getattr(dataset, "stuff", None)
     curve = sweep(m, cached, grid, metric=name, fixed={**base, **fixed}, progress=progress, stuff=stuff)
     in_use = {k: saved.get(k, _default_decode_value(m, k)) for k in grid}
-    best = best_point(curve, prefer=in_use)
     before = score(decode_cached(m, cached, **{**saved, **fixed}), [c.truth for c in cached], name, stuff=stuff)
+    n_objects = sum(len(c.truth["ids"]) for c in cached)
+    allowed = standard_error(before, n_objects) if margin == "se" else float(margin)
+    best, chosen, kept = choose_point(curve, in_use, before, allowed)
+    if kept:
+        log.info("tune %s: kept the decoding in use %s (%s %.3f): the best setting %s scores %.3f, within the "
+                 "margin %.3f", m.key, in_use, name, before, best["params"], best["score"], allowed)
     run_dir = _run_dir(checkpoint)
     result = {
-        "method": m.key, "data": str(data), "n_images": len(dataset), "metric": name, "tile": tile_size,
-        "fixed": {**base, **fixed}, "best": best["params"], "best_score": best["score"],
-        "default_score": before, "curve": curve,
+        "method": m.key, "data": str(data), "n_images": len(dataset), "n_objects": n_objects, "metric": name,
+        "tile": tile_size, "fixed": {**base, **fixed}, "best": best["params"], "best_score": best["score"],
+        "default_score": before, "chosen": chosen, "chosen_score": before if kept else best["score"], "kept": kept,
+        "margin": allowed, "curve": curve,
     }
     if write:
-        result["decode_json"] = str(write_decode_json(run_dir, {**base, **best["params"], **fixed}))
+        result["decode_json"] = str(write_decode_json(run_dir, {**base, **chosen, **fixed}))
         write_json(run_dir / TUNE_NAME, result)
     return result
 

@@ -63,6 +63,23 @@ def test_grid_points_and_best_point():
         best_point([])
 
 
+def test_standard_error_and_choose_point():
+    from labkit.tuning import choose_point, standard_error
+
+    assert standard_error(0.9, 36) == pytest.approx(0.05)
+    assert standard_error(0.5, 100) == pytest.approx(0.05)
+    assert standard_error(1.0, 30) == 0.0 and standard_error(0.7, 0) == 0.0
+    curve = [{"params": {"bandwidth": b}, "score": s} for b, s in [(0.25, 0.80), (0.5, 0.86), (1.0, 0.70)]]
+    best, params, kept = choose_point(curve, {"bandwidth": 0.25}, 0.80, margin=0.05)
+    assert best is curve[1] and params == {"bandwidth": 0.5} and not kept  # gain 0.06 > 0.05
+    best, params, kept = choose_point(curve, {"bandwidth": 0.25}, 0.80, margin=0.06)
+    assert best is curve[1] and params == {"bandwidth": 0.25} and kept  # gain 0.06 within 0.06: keep
+    # the decoding in use need not be on the grid
+    assert choose_point(curve, {"bandwidth": 0.3}, 0.84, margin=0.05)[1:] == ({"bandwidth": 0.3}, True)
+    with pytest.raises(LabkitError, match="margin"):
+        choose_point(curve, {"bandwidth": 0.25}, 0.80, margin=-1.0)
+
+
 def test_sweep_scores_each_setting_on_cached_outputs():
     """A decoder whose output depends on one parameter: the sweep finds the setting that matches the truth."""
     import torch

@@ -96,13 +96,15 @@ def trained(tmp_path, monkeypatch):
 
 def test_tune_writes_decode_json_and_predict_and_evaluate_use_it(trained, tmp_path, monkeypatch, capsys):
     data, run = trained
-    assert cli.main(["tune", "--checkpoint", str(run / "model.pt"), "--data", str(data), "--device", "cpu"]) == 0
+    assert cli.main(["tune", "--checkpoint", str(run / "model.pt"), "--data", str(data), "--device", "cpu",
+                     "--margin", "0"]) == 0  # the best setting, however small its gain over the one in use
     printed = capsys.readouterr().out
     assert "bandwidth" in printed and "matching_accuracy" in printed and DECODE_NAME in printed
     tuned = read_decode_json(run)
     grid = SMALL_GRID
-    assert set(tuned) == set(grid) and all(tuned[k] in grid[k] for k in grid)
     result = json.loads((run / "tune.json").read_text())
+    assert tuned == result["chosen"] and set(tuned) == set(grid)
+    assert result["kept"] or all(tuned[k] in grid[k] for k in grid)  # kept: no setting beat the decoding in use
     assert len(result["curve"]) == 4
     assert result["best_score"] == max(r["score"] for r in result["curve"])
 
@@ -133,6 +135,44 @@ def test_tune_keeps_the_decoding_in_use_where_settings_tie(trained, monkeypatch)
     write_decode_json(run, {"bandwidth": 0.25})
     result = workflows.tune_run(checkpoint=run / "model.pt", data=data, device="cpu", progress=False)
     assert result["best"] == {"bandwidth": 0.25, "min_radius": 4.0}  # decode.json's value is the one in use
+
+
+@pytest.mark.parametrize("gain_in_se, margin, moves", [(0.5, "se", False), (2.0, "se", True), (0.5, 0.0, True)])
+def test_tune_keeps_the_decoding_in_use_unless_the_gain_is_beyond_the_margin(
+    trained, monkeypatch, gain_in_se, margin, moves,
+):
+    """The one-standard-error rule: a gain within one standard error of the in-use score keeps the decoding."""
+    from labkit.tuning import standard_error
+
+    data, run = trained
+    grid = {"bandwidth": [0.25, 0.5], "min_radius": [0.0, 4.0]}  # in use: bandwidth 0.5 (delta_v), min_radius 4
+    before = 0.75
+    gain = {}
+
+    def sweep(method, cached, grid, **kwargs):
+        n = sum(len(c.truth["ids"]) for c in cached)
+        gain["value"] = gain_in_se * standard_error(before, n)
+        return [{"params": {"bandwidth": b, "min_radius": r}, "score": before + gain["value"] * (b == 0.25)}
+                for b in grid["bandwidth"] for r in grid["min_radius"]]
+
+    monkeypatch.setattr(Discriminative, "decode_grid", lambda self: grid)
+    monkeypatch.setattr("labkit.tuning.sweep", sweep)
+    monkeypatch.setattr("labkit.tuning.score", lambda *args, **kwargs: before)
+    result = workflows.tune_run(checkpoint=run / "model.pt", data=data, device="cpu", progress=False, margin=margin)
+    assert result["best"] == {"bandwidth": 0.25, "min_radius": 4.0} and result["default_score"] == before
+    assert result["n_objects"] > 0 and result["kept"] is not moves
+    expected = {"bandwidth": 0.25 if moves else 0.5, "min_radius": 4.0}
+    assert result["chosen"] == expected and read_decode_json(run) == expected
+    assert result["margin"] == pytest.approx(gain["value"] / gain_in_se if margin == "se" else 0.0)
+
+
+def test_tune_margin_must_be_se_or_a_number_at_least_zero(trained, capsys):
+    data, run = trained
+    with pytest.raises(LabkitError, match="margin"):
+        workflows.tune_run(checkpoint=run / "model.pt", data=data, device="cpu", progress=False, margin=-0.1)
+    with pytest.raises(SystemExit):
+        cli.main(["tune", "--checkpoint", str(run / "model.pt"), "--data", str(data), "--margin", "some"])
+    assert "expected 'se' or a number" in capsys.readouterr().err
 
 
 def test_images_larger_than_the_crop_are_tiled(trained, monkeypatch):
