@@ -217,6 +217,18 @@ def best_point(curve: Sequence[dict[str, Any]], prefer: dict[str, Any] | None = 
     return max(curve, key=lambda row: (row["score"], kept(row)))  # max keeps the first of equal keys
 
 
+def decoding_in_use(method: Any, names: Sequence[str], saved: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The value in use of each decode parameter in ``names``: ``saved`` (decode.json) first, else the
+    method's parameter, else the property that resolves a ``None`` default (``discriminative``'s
+    ``bandwidth``, ``recurrent``'s ``delta``, ``dvis``'s ``fg_threshold``); ``None`` where none of them says."""
+    saved = saved or {}
+    values = {}
+    for name in names:
+        value = saved.get(name, getattr(getattr(method, "defaults", None), name, None))
+        values[name] = getattr(method, name, None) if value is None else value
+    return values
+
+
 def standard_error(value: float, n_objects: int) -> float:
     """One binomial standard error of a score ``value`` in ``[0, 1]`` measured on ``n_objects`` objects:
     ``sqrt(value (1 - value) / n)`` (0 without objects).
@@ -275,6 +287,6 @@ def _fmt(value: Any) -> str:
 
 __all__ = [
     "DECODE_NAME", "METRICS", "TUNE_NAME", "CachedImage", "best_point", "cache_outputs", "choose_point",
-    "decode_cached", "decode_path", "format_curve", "grid_points", "read_decode_json", "resolve_metric", "score",
+    "decode_cached", "decode_path", "decoding_in_use", "format_curve", "grid_points", "read_decode_json", "resolve_metric", "score",
     "standard_error", "sweep", "write_decode_json",
 ]

@@ -309,8 +309,8 @@ def tune_run(
     from labkit.data import load_dataset
     from labkit.train import load_checkpoint, resolve_device
     from labkit.tuning import (
-        TUNE_NAME, cache_outputs, choose_point, decode_cached, read_decode_json, resolve_metric, score,
-        standard_error, sweep, write_decode_json,
+        TUNE_NAME, cache_outputs, choose_point, decode_cached, decoding_in_use, read_decode_json, resolve_metric,
+        score, standard_error, sweep, write_decode_json,
     )
 
     if not (margin == "se" or (isinstance(margin, (int, float)) and margin >= 0)):
@@ -335,7 +335,7 @@ def tune_run(
         raise DataError(f"{data}: tuning needs images with instance masks")
     stuff = getattr(dataset, "stuff", None)
     curve = sweep(m, cached, grid, metric=name, fixed={**base, **fixed}, progress=progress, stuff=stuff)
-    in_use = {k: saved.get(k, _default_decode_value(m, k)) for k in grid}
+    in_use = decoding_in_use(m, list(grid), saved)
     before = score(decode_cached(m, cached, **{**saved, **fixed}), [c.truth for c in cached], name, stuff=stuff)
     n_objects = sum(len(c.truth["ids"]) for c in cached)
     allowed = standard_error(before, n_objects) if margin == "se" else float(margin)
@@ -354,13 +354,6 @@ def tune_run(
         result["decode_json"] = str(write_decode_json(run_dir, {**base, **chosen, **fixed}))
         write_json(run_dir / TUNE_NAME, result)
     return result
-
-
-def _default_decode_value(method: Any, name: str) -> Any:
-    """A decode parameter's default: the method's parameter, or the property resolving it when that is None
-    (``recurrent``'s ``delta`` tied to ``alpha``, ``dvis``'s ``fg_threshold``)."""
-    value = getattr(method.defaults, name, None)
-    return getattr(method, name, None) if value is None else value
 
 
 def load_method_and_model(

@@ -62,8 +62,8 @@ def test_slider_moves_redecode_with_the_methods_decoder(grid, run_dir, images):
     assert set(explorer.controls) == {"bandwidth", "min_area"}
     assert isinstance(explorer.controls["bandwidth"], widgets.FloatSlider)
     assert isinstance(explorer.controls["min_area"], widgets.IntSlider)
-    # no decode.json: bandwidth's default is None (= delta_v), so the middle candidate; min_area's default is 2
-    assert explorer.params() == {"bandwidth": 1.0, "min_area": 2}
+    # no decode.json: the decoding in use, bandwidth None resolved to delta_v 0.5; min_area's default is 2
+    assert explorer.params() == {"bandwidth": 0.5, "min_area": 2}
     first = explorer.history[-1]
     image = images[0]["image"]
     expected = direct_decode(run_dir, image, **explorer.params())
@@ -170,6 +170,9 @@ def test_initial_params_prefer_saved_then_default_then_middle():
         "bandwidth": 0.5, "min_area": 5, "per_class": True, "split_components": False,
     }
     assert initial_decode_params(method, grid, {"bandwidth": 0.1})["bandwidth"] == 0.1
+    # a None default opens at the value decoding uses (the pull margin delta_v), not the middle candidate
+    assert method.bandwidth == 0.5 and initial_decode_params(method, {"bandwidth": [0.1, 1.0, 2.0]}) == {"bandwidth": 0.5}
+    assert initial_decode_params(methods.get("recurrent"), {"delta": [4.0, 8.0, 12.0]}) == {"delta": 6.0}
     assert initial_decode_params(method, {"unknown_thing": ["a", "b", "c"]}) == {"unknown_thing": "b"}
 
 

@@ -78,23 +78,19 @@ def check_grid(grid: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]]:
 def initial_decode_params(
     method: Any, grid: Mapping[str, Sequence[Any]], saved: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Starting value of each grid parameter.
+    """Starting value of each grid parameter: the decoding in use (:func:`labkit.tuning.decoding_in_use`:
+    ``saved`` decode.json, else the method's default, else the property resolving a ``None`` default),
+    else the middle candidate (a default that is no number, for a numeric grid, counts as none)."""
+    from labkit.tuning import decoding_in_use
 
-    ``saved`` (decode.json) first, else the method's default, else the middle candidate.
-
-    A default of ``None`` (e.g. ``bandwidth=None`` meaning "the pull
-    margin") says nothing about the value, so the middle candidate is used.
-    """
-    saved = dict(saved or {})
+    grid, saved = check_grid(grid), dict(saved or {})
+    in_use = decoding_in_use(method, list(grid), saved)
     params: dict[str, Any] = {}
-    for name, values in check_grid(grid).items():
-        if name in saved:
-            params[name] = saved[name]
-            continue
-        default = getattr(getattr(method, "defaults", None), name, None)
+    for name, values in grid.items():
+        value = in_use[name]
         numeric = all(_is_number(v) for v in values)
-        if default is not None and (not numeric or _is_number(default)):
-            params[name] = default
+        if name in saved or (value is not None and (not numeric or _is_number(value))):
+            params[name] = value
         else:
             params[name] = sorted(values, key=float)[len(values) // 2] if numeric else values[len(values) // 2]
     return params
