@@ -287,6 +287,6 @@ def _fmt(value: Any) -> str:
 
 __all__ = [
     "DECODE_NAME", "METRICS", "TUNE_NAME", "CachedImage", "best_point", "cache_outputs", "choose_point",
-    "decode_cached", "decode_path", "decoding_in_use", "format_curve", "grid_points", "read_decode_json", "resolve_metric", "score",
-    "standard_error", "sweep", "write_decode_json",
+    "decode_cached", "decode_path", "decoding_in_use", "format_curve", "grid_points", "read_decode_json",
+    "resolve_metric", "score", "standard_error", "sweep", "write_decode_json",
 ]

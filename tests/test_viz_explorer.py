@@ -171,7 +171,8 @@ def test_initial_params_prefer_saved_then_default_then_middle():
     }
     assert initial_decode_params(method, grid, {"bandwidth": 0.1})["bandwidth"] == 0.1
     # a None default opens at the value decoding uses (the pull margin delta_v), not the middle candidate
-    assert method.bandwidth == 0.5 and initial_decode_params(method, {"bandwidth": [0.1, 1.0, 2.0]}) == {"bandwidth": 0.5}
+    assert method.bandwidth == 0.5
+    assert initial_decode_params(method, {"bandwidth": [0.1, 1.0, 2.0]}) == {"bandwidth": 0.5}
     assert initial_decode_params(methods.get("recurrent"), {"delta": [4.0, 8.0, 12.0]}) == {"delta": 6.0}
     assert initial_decode_params(method, {"unknown_thing": ["a", "b", "c"]}) == {"unknown_thing": "b"}
 
