@@ -2,7 +2,9 @@
 
 ``labkit tune`` sweeps a method's decode parameters (``Method.decode_grid()``:
 a bandwidth, a concentration, a smallest area...) on validation images,
-scores each setting, and writes the best values to ``RUN_DIR/decode.json``;
+scores each setting, and writes the best values to ``RUN_DIR/decode.json``
+unless they beat the decoding in use by one standard error of its score or
+less (:func:`choose_point`: a few validation images are a noisy judge);
 ``labkit evaluate`` and ``labkit predict`` read them by default, and
 ``--set KEY=VALUE`` still wins.
 
