@@ -134,8 +134,8 @@ def main() -> None:
               f"{r['tuned']['ap_r@0.5']:8.3f} {r['train_wall_s'] / 60:8.1f} m {r['train_cpu_s'] / 60:7.1f} m  "
               f"{'pass' if ok else 'FAIL':38s}  {more:.3f} {'pass' if ok_more else 'FAIL'}")
         t = r["tune"]
-        verdict = (f"kept, the best {t['best']} gains <= one s.e. {t['margin']:.3f}" if t["kept"]
-                   else f"-> {t['best_score']:.3f}")
+        other = f"; {t['best']}: {t['best_score']:.3f}" if t["best"] != t["chosen"] else ""
+        verdict = (f"kept{other}, within one s.e. {t['margin']:.3f}" if t["kept"] else f"-> {t['best_score']:.3f}")
         print(f"{'':16s} tuned decode: {t['chosen']} (val {t['metric']} {t['default_score']:.3f} {verdict})")
     print(f"{'watershed':16s} {ws:14.3f} {'':>84s}  {ws_more:.3f}")
 
