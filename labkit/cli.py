@@ -44,16 +44,13 @@ def _overrides(pairs: Sequence[str]) -> dict[str, Any]:
 
 
 def _margin(text: str) -> float | str:
-    """``--margin``: ``se`` or a number >= 0."""
-    if text == "se":
-        return text
+    """``--margin``: ``se`` or a number >= 0 (:func:`labkit.tuning.check_margin`)."""
+    from labkit.tuning import check_margin
+
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'se' or a number >= 0, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected 'se' or a number >= 0, got {text!r}")
-    return value
+        return check_margin(text if text == "se" else _parse_value(text))
+    except LabkitError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _add_model_source(p: argparse.ArgumentParser) -> None:

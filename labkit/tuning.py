@@ -246,6 +246,15 @@ def standard_error(value: float, n_objects: int) -> float:
     return math.sqrt(value * (1.0 - value) / n_objects)
 
 
+def check_margin(margin: Any) -> float | str:
+    """``margin`` as :func:`labkit.workflows.tune_run` takes it: ``"se"`` (one :func:`standard_error`) or a
+    number >= 0; anything else is a :class:`LabkitError`."""
+    number = isinstance(margin, (int, float)) and not isinstance(margin, bool)
+    if not (margin == "se" or (number and margin >= 0)):
+        raise LabkitError(f"expected 'se' or a number >= 0 for the tuning margin, got {margin!r}")
+    return margin
+
+
 def choose_point(
     curve: Sequence[dict[str, Any]], in_use: dict[str, Any], in_use_score: float, margin: float,
 ) -> tuple[dict[str, Any], dict[str, Any], bool]:
@@ -288,7 +297,7 @@ def _fmt(value: Any) -> str:
 
 
 __all__ = [
-    "DECODE_NAME", "METRICS", "TUNE_NAME", "CachedImage", "best_point", "cache_outputs", "choose_point",
+    "DECODE_NAME", "METRICS", "TUNE_NAME", "CachedImage", "best_point", "cache_outputs", "check_margin", "choose_point",
     "decode_cached", "decode_path", "decoding_in_use", "format_curve", "grid_points", "read_decode_json",
     "resolve_metric", "score", "standard_error", "sweep", "write_decode_json",
 ]

@@ -309,12 +309,11 @@ def tune_run(
     from labkit.data import load_dataset
     from labkit.train import load_checkpoint, resolve_device
     from labkit.tuning import (
-        TUNE_NAME, cache_outputs, choose_point, decode_cached, decoding_in_use, read_decode_json, resolve_metric,
-        score, standard_error, sweep, write_decode_json,
+        TUNE_NAME, cache_outputs, check_margin, choose_point, decode_cached, decoding_in_use, read_decode_json,
+        resolve_metric, score, standard_error, sweep, write_decode_json,
     )
 
-    if not (margin == "se" or (isinstance(margin, (int, float)) and margin >= 0)):
-        raise LabkitError(f"margin must be 'se' or a number >= 0, got {margin!r}")
+    check_margin(margin)
     dev = resolve_device(device)
     m, model, _ = load_checkpoint(checkpoint, device=dev)
     fixed = dict(decode_params or {})
