@@ -180,8 +180,8 @@ def hle_loss(
         ids = ids_map[valid]
         inside = ids > 0
         pixel = inside.nonzero(as_tuple=True)[0]
-        row = torch.unique(ids[inside], return_inverse=True)[1]  # each instance pixel's instance
-        member = torch.zeros(int(row.max()) + 1 if len(row) else 0, len(ids), dtype=torch.bool, device=ids.device)
+        labels, row = torch.unique(ids[inside], return_inverse=True)  # row: each instance pixel's instance
+        member = torch.zeros(len(labels), len(ids), dtype=torch.bool, device=ids.device)
         member[row, pixel] = True  # [L, N]
         target = torch.zeros_like(sig[0])
         if len(member):  # Eq. 7-8 and 10 for every instance of the image at once: phi [L, N]
