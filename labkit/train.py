@@ -41,6 +41,7 @@ the checkpoint of the last completed epoch stays as it was.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -49,7 +50,7 @@ import random
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -190,7 +191,7 @@ def train(
     if steps_per_epoch is not None:  # absent from older checkpoints, which mean one pass per epoch
         settings["steps_per_epoch"] = int(steps_per_epoch)
 
-    model.to(dev, memory_format=torch.channels_last)  # NHWC convolutions: oneDNN runs them faster on a CPU
+    model.to(dev)
     loader_generator = torch.Generator()
     loader = _loader(train_set, batch_size, dev, num_workers, shuffle=True, generator=loader_generator,
                      num_samples=None if steps_per_epoch is None else int(steps_per_epoch) * batch_size)
@@ -218,8 +219,8 @@ def train(
     first = len(history["epochs"]) + 1
     if first > epochs:
         log.info("%s already holds %d epoch(s); nothing to train", path, first - 1)
-    with tqdm(range(first, epochs + 1), desc=f"train {method.key}", disable=not progress,
-              initial=first - 1, total=epochs, unit="epoch") as epoch_bar:
+    with _channels_last(model), tqdm(range(first, epochs + 1), desc=f"train {method.key}", disable=not progress,
+                                     initial=first - 1, total=epochs, unit="epoch") as epoch_bar:
         for epoch in epoch_bar:
             started = time.perf_counter()
             method.begin_epoch(epoch, epochs)
@@ -260,8 +261,21 @@ def train(
             summary = _format_terms({k: v for k, v in record.items() if k not in ("epoch", "lr", "seconds", "threads")})
             epoch_bar.set_postfix_str(summary)
             log.info("%s epoch %d/%d: %s (%.1f s)", method.key, epoch, epochs, summary, record["seconds"])
-    model.to(memory_format=torch.contiguous_format)  # computes as the saved checkpoint, once loaded, does
     return history
+
+
+@contextlib.contextmanager
+def _channels_last(model: nn.Module) -> Iterator[None]:
+    """Train in NHWC memory format (oneDNN runs those convolutions faster on a CPU).
+
+    The model is handed back contiguous, also when training raises, because
+    the two formats differ at the 1e-5 level and a checkpoint loads contiguous.
+    """
+    model.to(memory_format=torch.channels_last)
+    try:
+        yield
+    finally:
+        model.to(memory_format=torch.contiguous_format)
 
 
 def train_method(

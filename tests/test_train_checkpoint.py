@@ -89,6 +89,18 @@ def test_interrupted_run_resumes_bit_for_bit(tmp_path):
     assert without_seconds(resumed_history) == without_seconds(straight_history)
 
 
+def test_the_model_comes_back_contiguous_also_when_training_raises(tmp_path):
+    """Training runs in channels-last format; the caller gets the format a loaded checkpoint has."""
+    finished, _ = run(tmp_path / "finished", epochs=1)
+    method = FailsAtStep(2, "crash")
+    crashed = method.build_model(in_channels=1, num_classes=2, width=4, depth=1)
+    with pytest.raises(Crash):
+        train(method, crashed, FlippingSquares(), out_dir=tmp_path / "crashed", epochs=1, batch_size=2, progress=False)
+    for model in (finished, crashed):
+        assert any(p.ndim == 4 and p.shape[1] > 1 for p in model.parameters())  # the formats differ for these
+        assert all(p.is_contiguous() for p in model.parameters())
+
+
 def test_extending_a_finished_constant_lr_run_equals_training_longer(tmp_path):
     """With a schedule that does not depend on the total, train(1) + train(2) == train(2)."""
     longer, longer_history = run(tmp_path / "longer", schedule="constant")
