@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from labkit import methods
 from labkit.errors import LabkitError
-from labkit.methods.hle import panoptic_decode
+from labkit.methods.hle import panoptic_decode, smooth_seed_map
 
 
 class PanopticToy(torch.utils.data.Dataset):
@@ -181,6 +181,39 @@ def test_decode_merges_two_seeds_of_one_instance_and_thresholds() -> None:
     assert big["classes"].tolist() == [2]
 
 
+def test_seed_sigma_finds_the_centre_of_a_seed_plateau() -> None:
+    """A plateau seed map with a bump near each end of one object: the paper's decoding cuts it in two,
+    the blurred map has one maximum, at the centre, whose kernel covers the whole object."""
+    h, w = 15, 24
+    emb = torch.zeros(3, h, w)
+    emb[0] = 1.0
+    spreads = torch.stack([torch.full((h, w), 0.5), torch.full((h, w), 10.0)])  # spatial spread 10 px
+    obj = torch.zeros(h, w, dtype=torch.bool)
+    obj[2:13, 2:22] = True  # 11 x 20 pixels
+    seed = torch.where(obj, 0.8, 0.0)
+    seed[7, 3] = seed[7, 20] = 0.85  # 17 px apart: kernel exp(-17^2 / (2 * 10^2)) = 0.24 between them
+    probs = torch.stack([(~obj).float(), obj.float()])
+    paper = panoptic_decode(emb, spreads, seed, probs, things=(1,))
+    assert len(paper["ids"]) == 2
+    blurred = panoptic_decode(emb, spreads, seed, probs, things=(1,), seed_sigma=3.0)
+    assert blurred["ids"].tolist() == [1] and bool((blurred["instances"][obj] == 1).all())
+    assert torch.equal(panoptic_decode(emb, spreads, seed, probs, things=(1,), seed_sigma=0.0)["instances"],
+                       paper["instances"])
+    with pytest.raises(LabkitError, match="seed_sigma"):
+        panoptic_decode(emb, spreads, seed, probs, things=(1,), seed_sigma=-1.0)
+
+
+def test_smooth_seed_map_is_a_normalised_gaussian() -> None:
+    flat = torch.full((7, 9), 0.6)
+    assert torch.allclose(smooth_seed_map(flat, 2.0), flat)  # weights sum to 1, borders repeated
+    impulse = torch.zeros(21, 21)
+    impulse[10, 10] = 1.0
+    out = smooth_seed_map(impulse, 2.0)
+    d = torch.arange(21.0) - 10
+    expected = torch.exp(-(d[:, None] ** 2 + d[None] ** 2) / 8) * (d.abs() <= 6)[:, None] * (d.abs() <= 6)[None]  # 3 sigma
+    assert torch.allclose(out, expected / expected.sum(), atol=1e-6)
+
+
 def test_decode_images_with_only_stuff_or_only_things() -> None:
     emb, spreads, seed, probs, inst, sem = hand_built()
     stuff_only = torch.zeros_like(probs)
@@ -201,7 +234,7 @@ def test_method_decode_parameters_and_grid() -> None:
     model = method.build_model(3, 4)
     outputs = model(torch.rand(2, 3, 12, 12))
     grid = method.decode_grid()
-    assert set(grid) == {"seed_threshold", "kernel_threshold"}
+    assert set(grid) == {"seed_threshold", "kernel_threshold", "seed_sigma"}
     preds = method.decode(outputs, **{k: v[0] for k, v in grid.items()})
     assert len(preds) == 2 and all(p["semantic"].shape == (12, 12) for p in preds)
     with pytest.raises(LabkitError, match="unknown decoding"):

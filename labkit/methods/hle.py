@@ -47,8 +47,9 @@ synthetic families keep the paper's 1 and 30 epochs, with which the
 panoptic figures were measured (benchmarks/RESULTS.md).
 
 Panoptic decoding (Sec. 3.5, :func:`panoptic_decode`): each pixel's class is
-the argmax of ``psi``; seeds are the thing pixels whose seed score survives
-3x3 max-pool suppression and exceeds ``seed_threshold``; taken by decreasing
+the argmax of ``psi``; seeds are the thing pixels whose seed score (blurred
+by ``seed_sigma``, below) survives 3x3 max-pool suppression and exceeds
+``seed_threshold``; taken by decreasing
 score, a seed whose kernel ``Phi`` (Eq. 8 with the seed's own embedding,
 position and spreads) to an already kept seed exceeds ``kernel_threshold`` is
 merged into it; each remaining thing pixel joins the kept seed with the
@@ -56,6 +57,19 @@ highest ``Phi`` when that exceeds ``kernel_threshold``; an instance takes its
 seed pixel's class; stuff pixels whose class probability is below
 ``stuff_threshold`` become unlabelled (0).  The prediction carries the
 ``semantic`` map, so PQ (things and stuff), AP and the instance metrics apply.
+
+Seed-map blur (``seed_sigma``, ours; 0 = the paper): the seed map is blurred
+by a Gaussian of ``seed_sigma`` pixels before the max-pool
+(:func:`smooth_seed_map`).  Eq. 13's target ``phi_l`` is close to 1 over the
+whole of an object whose spatial spread exceeds its radius, so the learnt
+seed map is a plateau there, and its 3x3 local maxima lie where noise puts
+them, often one near each end of a nucleus.  Decoding takes a seed's own
+position for ``rho`` (training took the instance's centroid), so the kernel
+of a seed near one end covers only part of the object and does not reach
+the other seed: both are kept and the object is cut in two.  A plateau's
+blur peaks at its centre.  Training on an image folder sets 3 pixels (for
+nuclei of radius 6-13 px), and ``labkit tune`` sweeps 0, 2, 3 and 5
+(benchmarks/RESULTS.md, own images, session 18).
 
 Choices where the paper is silent:
 
@@ -76,6 +90,7 @@ Choices where the paper is silent:
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import torch
@@ -111,6 +126,7 @@ class HLEParams:
     spatial_sigma: float = 16.0  # spatial spread at raw output 0, pixels; also Eq. 14's unit
     class_sigma_init: float = 0.5  # initial semantic spread sigma_k
     seed_threshold: float = 0.5  # decode: smallest seed score of a seed
+    seed_sigma: float = 0.0  # decode: Gaussian blur of the seed map before the max-pool, pixels (ours; 0 = the paper)
     kernel_threshold: float = 0.5  # decode: Phi above which seeds merge and pixels join a seed
     stuff_threshold: float = 0.0  # decode: stuff pixels with a lower class probability become 0
     min_area: int = 8  # decode: smallest instance kept, pixels
@@ -132,7 +148,7 @@ class HLE(Method):
     panoptic = True
     task = "instance"
     Params = HLEParams
-    folder_params = {"seed_weight": 10.0, "epochs": 60}
+    folder_params = {"seed_weight": 10.0, "epochs": 60, "seed_sigma": 3.0}
 
     def __init__(self, **overrides: Any) -> None:
         super().__init__(**overrides)
@@ -221,18 +237,19 @@ class HLE(Method):
 
     # -- inference ---------------------------------------------------------
     def decode_grid(self) -> dict[str, list[Any]]:
-        """Seed and kernel thresholds (Sec. 3.5), the two decode parameters the paper tunes (with Optuna)."""
-        return {"seed_threshold": [0.2, 0.35, 0.5, 0.65], "kernel_threshold": [0.3, 0.4, 0.5, 0.6]}
+        """Seed and kernel thresholds (Sec. 3.5, the two the paper tunes, with Optuna) and the seed-map blur."""
+        return {"seed_threshold": [0.2, 0.35, 0.5, 0.65], "kernel_threshold": [0.3, 0.4, 0.5, 0.6],
+                "seed_sigma": [0.0, 2.0, 3.0, 5.0]}
 
     def decode(self, outputs: Outputs, **params: Any) -> list[Prediction]:
         """One panoptic prediction per image (``instances, ids, classes, scores, semantic``).
 
-        Accepted: ``seed_threshold``, ``kernel_threshold``, ``stuff_threshold``, ``min_area``,
+        Accepted: ``seed_threshold``, ``seed_sigma``, ``kernel_threshold``, ``stuff_threshold``, ``min_area``,
         ``max_seeds``, ``instance_class`` (``"seed"`` or ``"mean"``), ``things`` (thing class ids;
         default: see the module docstring).
         """
-        known = {"seed_threshold", "kernel_threshold", "stuff_threshold", "min_area", "max_seeds", "things",
-                 "instance_class"}
+        known = {"seed_threshold", "seed_sigma", "kernel_threshold", "stuff_threshold", "min_area", "max_seeds",
+                 "things", "instance_class"}
         unknown = sorted(set(params) - known)
         if unknown:
             raise LabkitError(f"unknown decoding parameter(s) {unknown} for 'hle'; known: {sorted(known)}")
@@ -245,6 +262,7 @@ class HLE(Method):
             things = tuple(range(1, k))
         opts = dict(
             seed_threshold=float(params.get("seed_threshold", p.seed_threshold)),
+            seed_sigma=float(params.get("seed_sigma", p.seed_sigma)),
             kernel_threshold=float(params.get("kernel_threshold", p.kernel_threshold)),
             stuff_threshold=float(params.get("stuff_threshold", p.stuff_threshold)),
             min_area=int(params.get("min_area", p.min_area)),
@@ -282,6 +300,7 @@ def panoptic_decode(
     *,
     things: tuple[int, ...] | list[int],
     seed_threshold: float = 0.5,
+    seed_sigma: float = 0.0,
     kernel_threshold: float = 0.5,
     stuff_threshold: float = 0.0,
     min_area: int = 1,
@@ -306,11 +325,15 @@ def panoptic_decode(
         raise LabkitError(f"hle decode: instance_class must be 'seed' or 'mean', got {instance_class!r}")
     if int(max_seeds) < 1:
         raise LabkitError(f"hle decode: max_seeds must be >= 1, got {max_seeds}")
+    if not seed_sigma >= 0:
+        raise LabkitError(f"hle decode: seed_sigma must be >= 0 (pixels), got {seed_sigma}")
     device = embedding.device
     num_classes, height, width = probs.shape
     conf, classes = probs.max(dim=0)
     thing_ids = torch.as_tensor([c for c in things if 0 <= c < num_classes], dtype=torch.int64, device=device)
     is_thing = torch.isin(classes, thing_ids)
+    if seed_sigma > 0:
+        seed = smooth_seed_map(seed, seed_sigma)
     pooled = F.max_pool2d(seed[None, None], 3, stride=1, padding=1)[0, 0]
     candidates = (seed >= pooled) & (seed > seed_threshold) & is_thing
     flat = candidates.reshape(-1).nonzero(as_tuple=True)[0]
@@ -373,6 +396,20 @@ def panoptic_decode(
     }
 
 
+def smooth_seed_map(seed: Tensor, sigma: float) -> Tensor:
+    """``seed [H, W]`` blurred by a separable Gaussian of ``sigma`` pixels (edge pixels repeated at the borders).
+
+    A seed map that is a plateau over an object has its 3x3 local maxima
+    wherever noise puts them; its blur peaks at the plateau's centre.
+    """
+    radius = max(1, math.ceil(3 * sigma))
+    offsets = torch.arange(-radius, radius + 1, dtype=seed.dtype, device=seed.device)
+    taps = torch.exp(-offsets**2 / (2 * sigma**2))
+    taps = taps / taps.sum()
+    padded = F.pad(seed[None, None], (radius,) * 4, mode="replicate")
+    return F.conv2d(F.conv2d(padded, taps.view(1, 1, 1, -1)), taps.view(1, 1, -1, 1))[0, 0]
+
+
 def _kernel(seed_e: Tensor, seed_sig: Tensor, seed_xy: Tensor, e: Tensor, xy: Tensor) -> Tensor:
     """``Phi[s, n] = exp(-(1 - e_s.e_n)/(2 sigma_s^2) - |rho_s - rho_n|^2/(2 sigma_sp,s^2))`` (Sec. 3.5)."""
     d_cos = 1.0 - seed_e.t() @ e
@@ -380,4 +417,4 @@ def _kernel(seed_e: Tensor, seed_sig: Tensor, seed_xy: Tensor, e: Tensor, xy: Te
     return torch.exp(-d_cos / (2 * seed_sig[0][:, None] ** 2) - d_sp / (2 * seed_sig[1][:, None] ** 2))
 
 
-__all__ = ["HLE", "HLEParams", "count_thing_pixels", "panoptic_decode"]
+__all__ = ["HLE", "HLEParams", "count_thing_pixels", "panoptic_decode", "smooth_seed_map"]
