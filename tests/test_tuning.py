@@ -78,6 +78,9 @@ def test_standard_error_and_choose_point():
     assert choose_point(curve, {"bandwidth": 0.3}, 0.84, margin=0.05)[1:] == ({"bandwidth": 0.3}, True)
     with pytest.raises(LabkitError, match="margin"):
         choose_point(curve, {"bandwidth": 0.25}, 0.80, margin=-1.0)
+
+
+def test_check_margin_takes_se_or_a_number_at_least_zero():
     from labkit.tuning import check_margin
 
     assert check_margin("se") == "se" and check_margin(0) == 0 and check_margin(0.05) == 0.05
