@@ -79,8 +79,8 @@ Choices where the paper is silent:
   instance by the thing class of highest mean log-probability over its
   pixels instead of its seed pixel's class.
 * Instance pixels are only the thing-class pixels (a thing kernel never
-  claims a stuff pixel); an instance's score is its seed score times the
-  mean probability of its class over its pixels.
+  claims a stuff pixel); an instance's score is its seed score (blurred,
+  with ``seed_sigma``) times the mean probability of its class over its pixels.
 * Which classes are things: ``things`` (decode parameter or method
   parameter); when neither is given, the classes learnt as things during
   training (more than half of their labelled pixels inside instances,
